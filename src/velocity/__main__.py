@@ -1,0 +1,5 @@
+"""``python -m velocity`` runs the CLI."""
+
+from velocity.cli import main
+
+main()

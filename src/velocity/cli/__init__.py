@@ -1,0 +1,44 @@
+"""Command-line interface: ``velocity <command>``. Thin shells over the public library functions.
+
+Exit codes: 0 done, 1 the work ran but its verdict is negative, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from velocity.cli._app import app, click_exceptions
+from velocity.errors import InputError
+
+# Importing a command module registers its commands on ``app``.
+from velocity.cli import info as _info  # noqa: E402,F401  isort: skip
+from velocity.cli import run as _run  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and exits with) the process exit code."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="velocity")
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except click_exceptions.UsageError as exc:
+        where = f" ({exc.ctx.command_path})" if exc.ctx is not None else ""
+        if exc.format_message():  # empty when help was shown for a bare command
+            print(f"error{where}: {exc.format_message()}", file=sys.stderr)
+        code = 2
+    except click_exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        code = 130
+    except click_exceptions.Exit as exc:
+        code = exc.exit_code
+    except click_exceptions.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        code = exc.exit_code
+    else:
+        code = result if isinstance(result, int) else 0
+    if argv is None:
+        sys.exit(code)
+    return code

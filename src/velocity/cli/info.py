@@ -1,0 +1,48 @@
+"""``velocity version`` and ``velocity datasets``: what is installed and what data is available."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from velocity import __version__
+from velocity.cli._app import app, out_console, print_json
+from velocity.data import describe_datasets
+
+__all__ = ["datasets_command", "version_command"]
+
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead of text.")
+
+
+@app.command("version")
+def version_command(json_output: bool = JSON_OPTION) -> None:
+    """Print velocity's version (and Python's and NumPy's)."""
+    info = {"velocity": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    if json_output:
+        print_json(info)
+    else:
+        out_console.print(f"velocity {__version__} (python {info['python']}, numpy {info['numpy']})")
+
+
+@app.command("datasets")
+def datasets_command(json_output: bool = JSON_OPTION) -> None:
+    """List the datasets: name, samples, features, classes (synthetic shown for 10 clients)."""
+    rows = describe_datasets()
+    if json_output:
+        print_json(rows)
+        return
+    table = Table(title="datasets")
+    table.add_column("name")
+    for column in ("samples", "features", "classes"):
+        table.add_column(column, justify="right")
+    table.add_column("description")
+    for row in rows:
+        counts = [
+            "user data" if row[c] is None and c == "samples" else str(row[c] or "")
+            for c in ("samples", "features", "classes")
+        ]
+        table.add_row(row["name"], *counts, row["description"])
+    out_console.print(table)

@@ -1,0 +1,158 @@
+"""``velocity run``: one or more runs from a TOML file and/or flags, with live progress."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from velocity.cli._app import app, err_console, out_console, print_json
+from velocity.simulation import RunResult, run_simulation
+from velocity.spec import RunSpec, load_toml_runs, spec_from_mapping
+
+__all__ = ["collect_overrides", "result_to_json", "run_command"]
+
+
+def collect_overrides(**flags: Any) -> dict[str, Any]:
+    """The RunSpec fields given on the command line (flags left at None are not given)."""
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def result_to_json(result: RunResult) -> dict[str, Any]:
+    """JSON-able view of a run result (non-finite numbers become null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return {
+        "name": result.spec.name,
+        "fingerprint": result.spec.fingerprint,
+        "spec": result.spec.canonical(),
+        "status": result.status,
+        "error": result.error,
+        "final": {k: clean(v) for k, v in result.final_metrics().items()},
+        "rounds": [{k: clean(v) for k, v in r.items()} for r in result.rounds],
+        "wall_seconds": result.wall_seconds,
+    }
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _round_table(result: RunResult) -> Table:
+    table = Table(title=f"{result.spec.name}: {result.status}")
+    for column in ("round", "test_acc", "test_loss", "train_loss", "clients", "seconds"):
+        table.add_column(column, justify="right")
+    for r in result.rounds:
+        table.add_row(
+            str(r["round"]),
+            _fmt(r["test_accuracy"]),
+            _fmt(r["test_loss"]),
+            _fmt(r["train_loss"]),
+            str(r["num_clients"]),
+            _fmt(r["round_seconds"], 3),
+        )
+    return table
+
+
+def _run_with_progress(spec: RunSpec, show: bool) -> RunResult:
+    if not show:
+        return run_simulation(spec)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("acc {task.fields[acc]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(spec.name, total=spec.rounds, acc="-")
+
+        def on_round(record: dict[str, Any]) -> None:
+            progress.update(task, advance=1, acc=_fmt(record.get("test_accuracy")))
+
+        return run_simulation(spec, on_round=on_round)
+
+
+@app.command("run")
+def run_command(
+    spec_file: Path | None = typer.Argument(
+        None, metavar="SPEC", help="TOML file with [shared] and [[runs]] (optional)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Run name."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset spec, e.g. digits."),
+    partition: str | None = typer.Option(
+        None, "--partition", help="Partition spec, e.g. dirichlet:alpha=0.3."
+    ),
+    num_clients: int | None = typer.Option(None, "--num-clients", help="Number of clients."),
+    clients_per_round: int | None = typer.Option(
+        None, "--clients-per-round", help="Clients sampled per round."
+    ),
+    rounds: int | None = typer.Option(None, "--rounds", help="Number of rounds."),
+    local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size."),
+    lr: float | None = typer.Option(None, "--lr", help="Client learning rate."),
+    momentum: float | None = typer.Option(None, "--momentum", help="Client SGD momentum."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help="L2 weight decay."),
+    model: str | None = typer.Option(None, "--model", help="Model spec, e.g. mlp:hidden=64."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Strategy spec, e.g. fedavg."),
+    mu: float | None = typer.Option(None, "--mu", help="FedProx proximal mu."),
+    seed: int | None = typer.Option(None, "--seed", help="Run seed."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Evaluate every N rounds."),
+    byzantine: float | None = typer.Option(
+        None, "--byzantine", help="Malicious clients: fraction < 1 or a count."
+    ),
+    attack: str | None = typer.Option(None, "--attack", help="Attack spec, e.g. sign_flip."),
+    json_output: bool = typer.Option(
+        False, "--json", help="JSON on stdout (progress and logs on stderr)."
+    ),
+) -> int:
+    """Run federated training: every run of SPEC (or one run from flags), flags overriding."""
+    overrides = collect_overrides(
+        name=name,
+        dataset=dataset,
+        partition=partition,
+        num_clients=num_clients,
+        clients_per_round=clients_per_round,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        model=model,
+        strategy=strategy,
+        mu=mu,
+        seed=seed,
+        eval_every=eval_every,
+        byzantine=byzantine,
+        attack=attack,
+    )
+    if spec_file is not None:
+        specs = load_toml_runs(spec_file, overrides)
+    else:
+        specs = [spec_from_mapping(overrides, "command line")]
+    results = []
+    for spec in specs:
+        result = _run_with_progress(spec, show=err_console.is_terminal)
+        results.append(result)
+        if not json_output:
+            out_console.print(_round_table(result))
+            if result.error:
+                err_console.print(f"[red]run {spec.name} failed:[/] {result.error}")
+        else:
+            err_console.print(f"{spec.name}: {result.status}")
+    if json_output:
+        print_json([result_to_json(r) for r in results])
+    return 1 if any(r.status == "failed" for r in results) else 0

@@ -1,0 +1,342 @@
+"""Datasets: scikit-learn's bundled sets, Synthetic(alpha, beta) of Li et al., and user data.
+
+Every loader returns raw arrays; :func:`load_dataset` applies the run's fixed stratified
+train/test split (from the seed tree) and standardizes features with train-only statistics.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from velocity.errors import InputError, SpecError
+from velocity.registry import REQUIRED, Param, Registry
+from velocity.seeds import child_rng
+
+__all__ = [
+    "DATASETS",
+    "describe_datasets",
+    "FederatedDataset",
+    "RawData",
+    "load_dataset",
+    "stratified_split",
+    "synthetic_li2020",
+]
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Features, integer labels 0..C-1 and, for naturally federated data, each sample's client."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None = None
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class FederatedDataset:
+    """A split, standardized dataset ready for partitioning (float32 features, int64 labels)."""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    groups_train: np.ndarray | None = None
+
+    @property
+    def num_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+
+Loader = Callable[..., RawData]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+_TEST_FRACTION = Param(
+    "test_fraction", float, 0.2, "share of samples held out for testing", low=0, high=1,
+    low_open=True, high_open=True,
+)
+
+
+def _sklearn_loader(function_name: str) -> Loader:
+    def load(**_: Any) -> RawData:
+        datasets = importlib.import_module("sklearn.datasets")
+        bunch = getattr(datasets, function_name)()
+        return RawData(X=np.asarray(bunch.data, dtype=np.float64), y=np.asarray(bunch.target))
+
+    load.__doc__ = f"scikit-learn's bundled {function_name[5:]} dataset."
+    return load
+
+
+for _name, _fn, _summary in (
+    ("digits", "load_digits", "8x8 handwritten digits: 1797 samples, 64 features, 10 classes"),
+    ("breast_cancer", "load_breast_cancer", "Wisconsin breast cancer: 569 x 30, 2 classes"),
+    ("wine", "load_wine", "Wine recognition: 178 samples, 13 features, 3 classes"),
+):
+    DATASETS.register(_name, params=(_TEST_FRACTION,), summary=_summary, paper="scikit-learn")(
+        _sklearn_loader(_fn)
+    )
+
+
+def synthetic_li2020(
+    alpha: float,
+    beta: float,
+    num_clients: int,
+    rng: np.random.Generator,
+    *,
+    num_features: int = 60,
+    num_classes: int = 10,
+    max_per_client: int | None = None,
+) -> RawData:
+    """Synthetic(alpha, beta) of Li et al., "Federated Optimization in Heterogeneous Networks".
+
+    Client k: u_k ~ N(0, alpha), B_k ~ N(0, beta); W_k, b_k ~ N(u_k, 1) (model shift);
+    v_k ~ N(B_k, 1) per feature (feature shift); x ~ N(v_k, diag(j^-1.2));
+    y = argmax(W_k x + b_k); client sizes lognormal(4, 2) + 50 (power law), as in the paper's code.
+    """
+    sizes = rng.lognormal(4.0, 2.0, num_clients).astype(np.int64) + 50
+    if max_per_client is not None:
+        sizes = np.minimum(sizes, max_per_client)
+    cov_diag = np.arange(1, num_features + 1, dtype=np.float64) ** -1.2
+    u = rng.normal(0.0, np.sqrt(alpha), num_clients)
+    b_shift = rng.normal(0.0, np.sqrt(beta), num_clients)
+    xs, ys, gs = [], [], []
+    for k in range(num_clients):  # generation only, once per dataset: not a hot path
+        W = rng.normal(u[k], 1.0, (num_features, num_classes))
+        b = rng.normal(u[k], 1.0, num_classes)
+        v = rng.normal(b_shift[k], 1.0, num_features)
+        x = rng.normal(0.0, 1.0, (int(sizes[k]), num_features)) * np.sqrt(cov_diag) + v
+        xs.append(x)
+        ys.append(np.argmax(x @ W + b, axis=1))
+        gs.append(np.full(int(sizes[k]), k, dtype=np.int64))
+    return RawData(
+        X=np.concatenate(xs), y=np.concatenate(ys), groups=np.concatenate(gs),
+        num_classes=num_classes,
+    )
+
+
+@DATASETS.register(
+    "synthetic",
+    params=(
+        Param("alpha", float, 1.0, "model heterogeneity (variance of u_k)", low=0),
+        Param("beta", float, 1.0, "feature heterogeneity (variance of B_k)", low=0),
+        Param("max_per_client", int, 2000, "cap on a client's samples", low=1, nullable=True),
+        _TEST_FRACTION,
+    ),
+    summary="Synthetic(alpha, beta): 60 features, 10 classes, one natural client per run client",
+    paper="Li et al., Federated Optimization in Heterogeneous Networks, MLSys 2020",
+    natural=True,
+)
+def _load_synthetic(
+    *, alpha: float, beta: float, max_per_client: int | None, num_clients: int, seed: int, **_: Any
+) -> RawData:
+    rng = child_rng(seed, "dataset", "synthetic")
+    return synthetic_li2020(alpha, beta, num_clients, rng, max_per_client=max_per_client)
+
+
+def _labels_to_int(y: np.ndarray, source: str) -> np.ndarray:
+    if y.ndim != 1:
+        raise InputError(f"labels must be one-dimensional, got shape {y.shape}", source=source)
+    _, codes = np.unique(y, return_inverse=True)
+    return codes.astype(np.int64)
+
+
+def _features(X: np.ndarray, source: str) -> np.ndarray:
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("features must be numeric", source=source) from None
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim > 2:
+        X = X.reshape(len(X), -1)
+    if not np.all(np.isfinite(X)):
+        raise InputError("features contain NaN or infinite values", source=source)
+    return X
+
+
+def _existing_file(path: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found", source=path)
+    return p
+
+
+@DATASETS.register(
+    "npz",
+    params=(
+        Param("path", str, doc="a .npz file holding arrays X (samples x features) and y"),
+        Param("x_key", str, "X", "name of the feature array"),
+        Param("y_key", str, "y", "name of the label array"),
+        _TEST_FRACTION,
+    ),
+    summary="A local NumPy .npz file with arrays X and y",
+    user_data=True,
+)
+def _load_npz(*, path: str, x_key: str, y_key: str, **_: Any) -> RawData:
+    file = _existing_file(path)
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            missing = [k for k in (x_key, y_key) if k not in data.files]
+            if missing:
+                raise InputError(
+                    f"array '{missing[0]}' not in file; it holds {', '.join(data.files)}",
+                    source=path,
+                )
+            X, y = data[x_key], data[y_key]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"not a readable .npz file ({exc})", source=path) from None
+    if len(X) != len(y):
+        raise InputError(f"X has {len(X)} rows but y has {len(y)}", source=path)
+    return RawData(X=_features(X, path), y=_labels_to_int(np.asarray(y), path))
+
+
+@DATASETS.register(
+    "csv",
+    params=(
+        Param("path", str, doc="a CSV file with a header row; numeric feature columns"),
+        Param("label", str, "label", "name of the label column"),
+        _TEST_FRACTION,
+    ),
+    summary="A local CSV file (header row, numeric features, one label column)",
+    user_data=True,
+)
+def _load_csv(*, path: str, label: str, **_: Any) -> RawData:
+    file = _existing_file(path)
+    with file.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) < 2:
+        raise InputError("needs a header row and at least one data row", source=path)
+    header, body = rows[0], rows[1:]
+    if label not in header:
+        raise InputError(f"no label column '{label}'; columns: {', '.join(header)}", source=path)
+    col = header.index(label)
+    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
+    if bad:
+        raise InputError(f"line {bad[0]} has a different number of fields", source=path)
+    y = np.array([r[col] for r in body])
+    try:
+        X = np.array([[float(v) for j, v in enumerate(r) if j != col] for r in body])
+    except ValueError as exc:
+        raise InputError(f"feature columns must be numeric ({exc})", source=path) from None
+    return RawData(X=_features(X, path), y=_labels_to_int(y, path))
+
+
+@DATASETS.register(
+    "hf",
+    params=(
+        Param("name", str, "", "Hugging Face dataset name (downloads unless cached)"),
+        Param("path", str, "", "a dataset saved with save_to_disk (offline)"),
+        Param("split", str, "train", "which split to load"),
+        Param("label", str, "label", "label column"),
+        Param("features", str, "", "feature columns joined by '+' (default: all but the label)"),
+        _TEST_FRACTION,
+    ),
+    summary="A Hugging Face dataset by name or saved folder (needs the 'hf' extra)",
+    paper="Hugging Face datasets",
+    user_data=True,
+)
+def _load_hf(*, name: str, path: str, split: str, label: str, features: str, **_: Any) -> RawData:
+    if bool(name) == bool(path):
+        raise SpecError("dataset 'hf': give exactly one of 'name' or 'path'")
+    try:
+        hf = importlib.import_module("datasets")
+    except ImportError:
+        raise InputError(
+            "dataset 'hf' needs the Hugging Face 'datasets' package: pip install 'velocity-fl[hf]'"
+        ) from None
+    source = path or name
+    if path:
+        if not Path(path).exists():
+            raise InputError("saved dataset folder not found", source=path)
+        loaded = hf.load_from_disk(path)
+        if hasattr(loaded, "keys") and not hasattr(loaded, "column_names"):
+            if split not in loaded:
+                raise InputError(f"no split '{split}'; splits: {', '.join(loaded)}", source=path)
+            loaded = loaded[split]
+        elif isinstance(getattr(loaded, "column_names", None), dict):
+            loaded = loaded[split]
+    else:
+        loaded = hf.load_dataset(name, split=split)
+    columns = list(loaded.column_names)
+    if label not in columns:
+        raise InputError(f"no label column '{label}'; columns: {', '.join(columns)}", source=source)
+    wanted = features.split("+") if features else [c for c in columns if c != label]
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise InputError(f"no feature column '{missing[0]}'", source=source)
+    table = loaded.with_format("numpy")
+    parts = [np.asarray(table[c], dtype=np.float64).reshape(len(loaded), -1) for c in wanted]
+    return RawData(X=_features(np.concatenate(parts, axis=1), source),
+                   y=_labels_to_int(np.asarray(table[label]), source))
+
+
+def stratified_split(
+    strata: np.ndarray, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test indices: each stratum gives round(test_fraction * size) to test."""
+    order = rng.permutation(len(strata))
+    by_stratum = order[np.argsort(strata[order], kind="stable")]
+    values, starts, counts = np.unique(strata[by_stratum], return_index=True, return_counts=True)
+    n_test = np.floor(counts * test_fraction + 0.5).astype(np.int64)
+    n_test = np.minimum(n_test, counts - 1)  # keep at least one training sample per stratum
+    position = np.arange(len(strata)) - np.repeat(starts, counts)
+    is_test = position < np.repeat(n_test, counts)
+    return np.sort(by_stratum[~is_test]), np.sort(by_stratum[is_test])
+
+
+def load_dataset(
+    spec: str | Mapping[str, Any], *, seed: int, num_clients: int = 1
+) -> FederatedDataset:
+    """Load, split (stratified, from the seed tree) and standardize (train statistics) a dataset."""
+    entry, params = DATASETS.resolve(spec)
+    test_fraction = params.pop("test_fraction")
+    raw = entry.obj(**params, num_clients=num_clients, seed=seed)
+    y = raw.y.astype(np.int64)
+    num_classes = raw.num_classes or int(y.max()) + 1
+    if num_classes < 2:
+        raise InputError(f"dataset '{entry.name}' has a single class; need at least two")
+    strata = y if raw.groups is None else raw.groups * num_classes + y
+    train, test = stratified_split(strata, test_fraction, child_rng(seed, "split"))
+    if len(test) == 0:
+        raise InputError(f"dataset '{entry.name}' is too small for a test split")
+    mu = raw.X[train].mean(axis=0)
+    sd = raw.X[train].std(axis=0)
+    sd[sd == 0] = 1.0
+    X = ((raw.X - mu) / sd).astype(np.float32)
+    return FederatedDataset(
+        name=entry.name,
+        X_train=np.ascontiguousarray(X[train]),
+        y_train=y[train],
+        X_test=np.ascontiguousarray(X[test]),
+        y_test=y[test],
+        num_classes=num_classes,
+        groups_train=None if raw.groups is None else raw.groups[train],
+    )
+
+
+def describe_datasets(num_clients: int = 10) -> list[dict[str, Any]]:
+    """One row per dataset: name, samples, features, classes (None for user data), summary."""
+    rows: list[dict[str, Any]] = []
+    for entry in DATASETS:
+        row: dict[str, Any] = {"name": entry.name, "samples": None, "features": None,
+                               "classes": None}
+        if not entry.extra.get("user_data"):
+            data = load_dataset(entry.name, seed=0, num_clients=num_clients)
+            row.update(
+                samples=len(data.y_train) + len(data.y_test),
+                features=data.num_features,
+                classes=data.num_classes,
+            )
+        row["parameters"] = {p.name: p.default for p in entry.params if p.default is not REQUIRED}
+        row["description"] = entry.summary
+        rows.append(row)
+    return rows

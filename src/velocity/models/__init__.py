@@ -1,0 +1,69 @@
+"""Models and local training backends (NumPy built in; parameters are flat float32 vectors)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from velocity.models.mlp import MLP, softmax_cross_entropy
+from velocity.models.training import (
+    LocalConfig,
+    LocalResult,
+    batch_schedule,
+    train_clients,
+    train_clients_naive,
+)
+from velocity.registry import Param, Registry
+
+__all__ = [
+    "MLP",
+    "MODELS",
+    "LocalConfig",
+    "LocalResult",
+    "batch_schedule",
+    "build_model",
+    "softmax_cross_entropy",
+    "train_clients",
+    "train_clients_naive",
+]
+
+ModelFactory = Callable[..., MLP]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def _hidden_widths(value: Any) -> str:
+    """Normalize ``64``, ``"64"``, ``"128-64"`` or ``[128, 64]`` to the string ``"128-64"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected layer widths")
+    parts = value if isinstance(value, list | tuple) else str(value).split("-")
+    widths = [int(p) for p in parts]
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError("widths must be positive integers")
+    return "-".join(str(w) for w in widths)
+
+
+@MODELS.register(
+    "logreg",
+    summary="Multinomial logistic regression (softmax cross-entropy)",
+    aliases=("logistic_regression",),
+)
+def _logreg(num_features: int, num_classes: int) -> MLP:
+    return MLP(num_features, num_classes, ())
+
+
+@MODELS.register(
+    "mlp",
+    params=(
+        Param("hidden", str, "64", "hidden layer widths, e.g. 64 or 128-64",
+              convert=_hidden_widths, allowed_text="positive layer widths like 64 or 128-64"),
+    ),
+    summary="Multi-layer perceptron with ReLU hidden layers and softmax output",
+)
+def _mlp(num_features: int, num_classes: int, *, hidden: str) -> MLP:
+    return MLP(num_features, num_classes, tuple(int(w) for w in hidden.split("-")))
+
+
+def build_model(spec: str | Mapping[str, Any], num_features: int, num_classes: int) -> MLP:
+    """Resolve a model spec (``"logreg"``, ``"mlp:hidden=64"``) for the given data shape."""
+    entry, params = MODELS.resolve(spec)
+    return entry.obj(num_features, num_classes, **params)

@@ -1,0 +1,159 @@
+"""Local training of a round's clients, vectorized across clients.
+
+Each client's step schedule (its shuffled sample indices cut into batches, per epoch) comes from
+its own seed child. Clients are stacked in order of schedule length, so at step s the clients
+still training are a prefix of the stack: every step is one batched update of that prefix, the
+same arithmetic as each client training alone (see ``train_clients_naive``, used as reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from velocity.models.mlp import MLP
+
+__all__ = ["LocalConfig", "LocalResult", "batch_schedule", "train_clients", "train_clients_naive"]
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Client-side optimizer: mini-batch SGD with momentum, weight decay and FedProx's mu."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    mu: float = 0.0
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """Trained parameters ``(n, d)``, mean local training loss ``(n,)`` and sample counts."""
+
+    params: np.ndarray
+    train_loss: np.ndarray
+    num_samples: np.ndarray
+
+
+def batch_schedule(
+    indices: np.ndarray, epochs: int, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``(steps, batch_size)`` sample indices, -1 padding the last batch of each epoch."""
+    n = len(indices)
+    per_epoch = -(-n // batch_size)
+    out = np.full((epochs, per_epoch * batch_size), -1, dtype=np.int64)
+    for epoch in range(epochs):
+        out[epoch, :n] = indices[rng.permutation(n)]
+    return out.reshape(epochs * per_epoch, batch_size)
+
+
+def _sgd_step(
+    params: np.ndarray,
+    velocity: np.ndarray,
+    grad: np.ndarray,
+    anchor: np.ndarray,
+    cfg: LocalConfig,
+) -> None:
+    """In-place SGD step on a client stack: g += wd*p + mu*(p - global); v = m*v + g; p -= lr*v."""
+    if cfg.weight_decay:
+        grad += np.float32(cfg.weight_decay) * params
+    if cfg.mu:
+        grad += np.float32(cfg.mu) * (params - anchor)
+    if cfg.momentum:
+        velocity *= np.float32(cfg.momentum)
+        velocity += grad
+        grad = velocity
+    params -= np.float32(cfg.lr) * grad
+
+
+def train_clients(
+    model: MLP,
+    global_params: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    client_indices: Sequence[np.ndarray],
+    rngs: Sequence[np.random.Generator],
+    cfg: LocalConfig,
+    chunk_size: int = 256,
+) -> LocalResult:
+    """Train every client from ``global_params`` on its samples; returns their final parameters.
+
+    ``X``/``y`` are the (possibly poisoned) training arrays the indices point into; ``rngs[i]``
+    shuffles client i. Clients are processed in chunks of ``chunk_size`` to bound memory.
+    """
+    n = len(client_indices)
+    schedules = [
+        batch_schedule(idx, cfg.epochs, cfg.batch_size, rng)
+        for idx, rng in zip(client_indices, rngs, strict=True)
+    ]
+    steps = np.array([len(s) for s in schedules])
+    order = np.argsort(-steps, kind="stable")  # longest schedules first: active set is a prefix
+    params_out = np.empty((n, model.num_params), dtype=np.float32)
+    loss_out = np.empty(n, dtype=np.float64)
+    for start in range(0, n, chunk_size):
+        chunk = order[start : start + chunk_size]
+        c = len(chunk)
+        max_steps = int(steps[chunk[0]])
+        sched = np.full((c, max_steps, cfg.batch_size), -1, dtype=np.int64)
+        for row, k in enumerate(chunk):
+            sched[row, : steps[k]] = schedules[k]
+        active_until = steps[chunk]
+        params = np.repeat(global_params[None, :], c, axis=0)
+        anchor = params[:1]
+        velocity = np.zeros_like(params)
+        loss_sum = np.zeros(c, dtype=np.float64)
+        for s in range(max_steps):
+            a = int(np.count_nonzero(active_until > s))
+            idx = sched[:a, s]
+            mask = (idx >= 0).astype(np.float32)
+            safe = np.where(idx >= 0, idx, 0)
+            losses, grad = model.loss_and_grad(params[:a], X[safe], y[safe], mask)
+            loss_sum[:a] += losses
+            _sgd_step(params[:a], velocity[:a], grad, anchor, cfg)
+        params_out[chunk] = params
+        counts = np.array([cfg.epochs * len(client_indices[k]) for k in chunk], dtype=np.float64)
+        loss_out[chunk] = loss_sum / counts
+    return LocalResult(
+        params=params_out,
+        train_loss=loss_out,
+        num_samples=np.array([len(i) for i in client_indices], dtype=np.int64),
+    )
+
+
+def train_clients_naive(
+    model: MLP,
+    global_params: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    client_indices: Sequence[np.ndarray],
+    rngs: Sequence[np.random.Generator],
+    cfg: LocalConfig,
+) -> LocalResult:
+    """Reference implementation: a Python loop over clients, one client at a time.
+
+    Same schedules and arithmetic as :func:`train_clients`; used by tests and the round benchmark.
+    """
+    params_out, losses = [], []
+    for idx, rng in zip(client_indices, rngs, strict=True):
+        schedule = batch_schedule(idx, cfg.epochs, cfg.batch_size, rng)
+        params = global_params[None, :].copy()
+        anchor = global_params[None, :]
+        velocity = np.zeros_like(params)
+        total = 0.0
+        for batch in schedule:
+            valid = batch[batch >= 0]
+            mask = np.ones((1, len(valid)), dtype=np.float32)
+            loss, grad = model.loss_and_grad(params, X[valid][None], y[valid][None], mask)
+            total += float(loss[0])
+            _sgd_step(params, velocity, grad, anchor, cfg)
+        params_out.append(params[0])
+        losses.append(total / (cfg.epochs * len(idx)))
+    return LocalResult(
+        params=np.stack(params_out),
+        train_loss=np.array(losses),
+        num_samples=np.array([len(i) for i in client_indices], dtype=np.int64),
+    )

@@ -1,0 +1,226 @@
+"""One federated run: rounds of sample -> local training -> attack -> aggregate -> evaluate.
+
+``run_simulation(spec)`` is a pure function of the RunSpec on a given platform: every random draw
+comes from the spec's seed tree and BLAS runs on one thread. It knows nothing of sweeps or files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from velocity.data import FederatedDataset, load_dataset, partition
+from velocity.errors import InputError
+from velocity.models import MLP, LocalConfig, build_model, train_clients
+from velocity.seeds import child_rng
+from velocity.spec import RunSpec
+from velocity.strategies import build_strategy
+
+__all__ = [
+    "METRICS",
+    "TIMING_METRICS",
+    "RunResult",
+    "RunSetup",
+    "prepare_run",
+    "run_simulation",
+    "sample_clients",
+]
+
+METRICS = (
+    "round",
+    "test_loss",
+    "test_accuracy",
+    "train_loss",
+    "num_clients",
+    "bytes_up",
+    "bytes_down",
+    "aggregate_seconds",
+    "round_seconds",
+)
+"""Metrics every round records (attacks add their own, e.g. ``attack_success_rate``)."""
+
+TIMING_METRICS = ("aggregate_seconds", "round_seconds")
+"""Wall-clock metrics: recorded, but never part of a reproducibility comparison."""
+
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """Outcome of one run: status, per-round records, final parameters and timings."""
+
+    spec: RunSpec
+    status: str  # "complete" | "diverged" | "failed"
+    error: str | None
+    rounds: list[dict[str, Any]]
+    final_params: np.ndarray | None
+    started_at: str
+    finished_at: str
+    wall_seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def final_metrics(self) -> dict[str, Any]:
+        """The last evaluated round's metrics ({} when no round ran)."""
+        for record in reversed(self.rounds):
+            if record.get("test_accuracy") is not None:
+                return dict(record)
+        return dict(self.rounds[-1]) if self.rounds else {}
+
+    def best_accuracy(self) -> float | None:
+        values = [
+            r["test_accuracy"]
+            for r in self.rounds
+            if r.get("test_accuracy") is not None and math.isfinite(r["test_accuracy"])
+        ]
+        return max(values) if values else None
+
+
+@dataclass
+class RunSetup:
+    """Everything a run needs before its first round (data, partition, model, initial params)."""
+
+    spec: RunSpec
+    data: FederatedDataset
+    clients: list[np.ndarray]
+    model: MLP
+    initial_params: np.ndarray
+
+
+def prepare_run(spec: RunSpec) -> RunSetup:
+    """Load and split the data, partition it, build the model and draw initial parameters.
+
+    Raises InputError when the spec cannot run on its data (e.g. more clients than samples).
+    """
+    data = load_dataset(spec.dataset, seed=spec.seed, num_clients=spec.num_clients)
+    clients = partition(
+        spec.partition,
+        data.y_train,
+        spec.num_clients,
+        child_rng(spec.seed, "partition"),
+        data.groups_train,
+    )
+    model = build_model(spec.model, data.num_features, data.num_classes)
+    params = model.init(child_rng(spec.seed, "init"))
+    return RunSetup(spec=spec, data=data, clients=clients, model=model, initial_params=params)
+
+
+def sample_clients(spec: RunSpec, round_index: int) -> np.ndarray:
+    """The sorted client ids taking part in ``round_index`` (1-based)."""
+    if spec.participants == spec.num_clients:
+        return np.arange(spec.num_clients)
+    rng = child_rng(spec.seed, "sample", round_index)
+    return np.sort(rng.choice(spec.num_clients, spec.participants, replace=False))
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_simulation(spec: RunSpec, *, on_round: RoundCallback | None = None) -> RunResult:
+    """Run ``spec`` to the end. Bad input raises InputError before any round; an error during the
+    rounds ends the run with status ``failed``; a non-finite loss ends it as ``diverged``.
+    """
+    started_at, t_start = _utc_now(), time.perf_counter()
+    with threadpool_limits(limits=1):
+        setup = prepare_run(spec)
+        rounds: list[dict[str, Any]] = []
+        status, error, params = "complete", None, setup.initial_params
+        details: dict[str, Any] = {"num_params": setup.model.num_params}
+        try:
+            params, status = _round_loop(setup, rounds, on_round)
+        except InputError:
+            raise
+        except Exception as exc:  # a run that raises is a recorded result, not a crash
+            status = "failed"
+            error = f"{type(exc).__name__}: {exc}"
+            details["traceback"] = traceback.format_exc(limit=8)
+            params = None
+    return RunResult(
+        spec=spec,
+        status=status,
+        error=error,
+        rounds=rounds,
+        final_params=params,
+        started_at=started_at,
+        finished_at=_utc_now(),
+        wall_seconds=time.perf_counter() - t_start,
+        details=details,
+    )
+
+
+def _round_loop(
+    setup: RunSetup, rounds: list[dict[str, Any]], on_round: RoundCallback | None
+) -> tuple[np.ndarray, str]:
+    spec, data, model = setup.spec, setup.data, setup.model
+    cfg = LocalConfig(
+        epochs=spec.local_epochs,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        momentum=spec.momentum,
+        weight_decay=spec.weight_decay,
+        mu=spec.mu,
+    )
+    strategy = build_strategy(spec.strategy, seed=spec.seed)
+    threat = None
+    X, y = data.X_train, data.y_train
+    if spec.attacks:
+        from velocity.attacks import build_threat_model
+
+        threat = build_threat_model(spec, data, setup.clients, model)
+        X, y = threat.poison_data(X, y)
+    params = setup.initial_params
+    bytes_per_model = 4 * model.num_params
+    for r in range(1, spec.rounds + 1):
+        t0 = time.perf_counter()
+        ids = sample_clients(spec, r)
+        local = train_clients(
+            model,
+            params,
+            X,
+            y,
+            [setup.clients[k] for k in ids],
+            [child_rng(spec.seed, "shuffle", r, int(k)) for k in ids],
+            cfg,
+        )
+        updates = local.params - params[None, :]
+        weights = local.num_samples.astype(np.float64)
+        record: dict[str, Any] = {"round": r}
+        if threat is not None:
+            updates, weights, attack_record = threat.poison_updates(updates, weights, ids, r)
+        t1 = time.perf_counter()
+        params = strategy.step(params, updates, weights, r)
+        aggregate_seconds = time.perf_counter() - t1
+        train_loss = float(np.dot(local.train_loss, local.num_samples) / local.num_samples.sum())
+        evaluate = r % spec.eval_every == 0 or r == spec.rounds
+        test_loss = test_accuracy = None
+        finite = bool(np.all(np.isfinite(params))) and math.isfinite(train_loss)
+        if evaluate or not finite:
+            test_loss, test_accuracy = model.evaluate(params, data.X_test, data.y_test)
+        record.update(
+            test_loss=test_loss,
+            test_accuracy=test_accuracy,
+            train_loss=train_loss,
+            num_clients=int(updates.shape[0]),
+            bytes_up=int(updates.shape[0]) * bytes_per_model,
+            bytes_down=len(ids) * bytes_per_model,
+            aggregate_seconds=aggregate_seconds,
+        )
+        if threat is not None:
+            record.update(attack_record)
+            if evaluate:
+                record.update(threat.evaluate(params, data.X_test, data.y_test))
+        record["round_seconds"] = time.perf_counter() - t0
+        rounds.append(record)
+        if on_round is not None:
+            on_round(record)
+        if not finite or (test_loss is not None and not math.isfinite(test_loss)):
+            return params, "diverged"
+    return params, "complete"
