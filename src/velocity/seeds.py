@@ -6,11 +6,18 @@ spawn order, so a draw never depends on how many other draws happened before it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
 
 __all__ = ["child_rng", "child_seed", "child_seed_sequence"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_key(name: str) -> int:
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") | (1 << 63)
 
 
 def _path_key(part: str | int) -> int:
@@ -21,8 +28,7 @@ def _path_key(part: str | int) -> int:
             raise ValueError(f"seed path integers must be >= 0, got {part}")
         # Integers and names live in disjoint key spaces (names get the top bit set).
         return part
-    digest = hashlib.sha256(part.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little") | (1 << 63)
+    return _name_key(part)
 
 
 def child_seed_sequence(seed: int, *path: str | int) -> np.random.SeedSequence:

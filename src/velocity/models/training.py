@@ -90,6 +90,10 @@ def train_clients(
         batch_schedule(idx, cfg.epochs, cfg.batch_size, rng)
         for idx, rng in zip(client_indices, rngs, strict=True)
     ]
+    # Batches never hold more than the largest client's samples: trimming that padding is the
+    # same for every chunk, so a client's arithmetic does not depend on how clients are chunked.
+    width = min(cfg.batch_size, max(len(idx) for idx in client_indices))
+    schedules = [s[:, :width] for s in schedules]
     steps = np.array([len(s) for s in schedules])
     order = np.argsort(-steps, kind="stable")  # longest schedules first: active set is a prefix
     params_out = np.empty((n, model.num_params), dtype=np.float32)
@@ -98,12 +102,12 @@ def train_clients(
         chunk = order[start : start + chunk_size]
         c = len(chunk)
         max_steps = int(steps[chunk[0]])
-        sched = np.full((c, max_steps, cfg.batch_size), -1, dtype=np.int64)
+        sched = np.full((c, max_steps, width), -1, dtype=np.int64)
         for row, k in enumerate(chunk):
             sched[row, : steps[k]] = schedules[k]
         active_until = steps[chunk]
         params = np.repeat(global_params[None, :], c, axis=0)
-        anchor = params[:1]
+        anchor = global_params[None, :]  # the round's global model (never a view of params)
         velocity = np.zeros_like(params)
         loss_sum = np.zeros(c, dtype=np.float64)
         for s in range(max_steps):

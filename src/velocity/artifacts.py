@@ -1,0 +1,139 @@
+"""On-disk artifacts of runs and sweeps: atomic writes and exact, tool-neutral encodings.
+
+Files are the interface: JSON (strict: non-finite floats are written as the strings "NaN",
+"Infinity", "-Infinity") and CSV (floats as shortest round-trip repr, so reading gives back the
+exact bits). Every writer goes through a temp file + rename, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CONFIG_SCHEMA",
+    "SUMMARY_SCHEMA",
+    "SWEEP_SCHEMA",
+    "decode_floats",
+    "dumps_json",
+    "encode_floats",
+    "format_csv_value",
+    "parse_csv_value",
+    "read_json",
+    "read_rounds_csv",
+    "rounds_csv_text",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+SWEEP_SCHEMA = "velocity.sweep/1"
+CONFIG_SCHEMA = "velocity.run-config/1"
+SUMMARY_SCHEMA = "velocity.run-summary/1"
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def encode_floats(value: Any) -> Any:
+    """Replace non-finite floats by "NaN"/"Infinity"/"-Infinity" (strict JSON has none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {str(k): encode_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_floats(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return encode_floats(value.item())
+    return value
+
+
+def decode_floats(value: Any, keys: Iterable[str] | None = None) -> Any:
+    """Inverse of :func:`encode_floats` for metric values (strings "NaN"... back to floats)."""
+    if isinstance(value, str) and value in _NONFINITE:
+        return _NONFINITE[value]
+    if isinstance(value, Mapping):
+        return {k: decode_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_floats(v) for v in value]
+    return value
+
+
+def dumps_json(payload: Any) -> str:
+    """Deterministic strict JSON: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(encode_floats(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and an atomic rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    write_text_atomic(path, dumps_json(payload))
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON artifact, decoding non-finite float strings."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return decode_floats(json.load(handle))
+
+
+def format_csv_value(value: Any) -> str:
+    """CSV cell: '' for None, shortest round-trip repr for floats ('nan', 'inf', '-inf')."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def parse_csv_value(text: str) -> Any:
+    """Inverse of :func:`format_csv_value`: int, float (exact bits), None, bool or the string."""
+    if text == "":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def rounds_csv_text(rounds: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """CSV text of per-round records, one row per round, ``columns`` in order."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for record in rounds:
+        writer.writerow([format_csv_value(record.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def read_rounds_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Per-round records from a rounds.csv, values parsed back exactly."""
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        return [{k: parse_csv_value(v) for k, v in row.items()} for row in reader]
