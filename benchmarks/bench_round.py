@@ -34,21 +34,37 @@ def _median_seconds(fn: Callable[[], object]) -> float:
 
 def bench(partition: str, hidden: int, epochs: int) -> tuple[float, float]:
     spec = spec_from_mapping(
-        {"dataset": "digits", "num_clients": 100, "partition": partition,
-         "model": f"mlp:hidden={hidden}", "local_epochs": epochs}
+        {
+            "dataset": "digits",
+            "num_clients": 100,
+            "partition": partition,
+            "model": f"mlp:hidden={hidden}",
+            "local_epochs": epochs,
+        }
     )
     setup = prepare_run(spec)
     cfg = LocalConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum)
     rngs = lambda: [child_rng(0, "shuffle", 1, k) for k in range(100)]  # noqa: E731
-    args = (setup.model, setup.initial_params, setup.data.X_train, setup.data.y_train, setup.clients)
+    args = (
+        setup.model,
+        setup.initial_params,
+        setup.data.X_train,
+        setup.data.y_train,
+        setup.clients,
+    )
     fast = _median_seconds(lambda: train_clients(*args, rngs(), cfg))
     slow = _median_seconds(lambda: train_clients_naive(*args, rngs(), cfg))
     return fast, slow
 
 
 def main() -> None:
-    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
-    print("| clients | partition | model | local epochs | vectorized (ms) | per-client loop (ms) | speed-up |")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}"
+    )
+    print(
+        "| clients | partition | model | local epochs | vectorized (ms) "
+        "| per-client loop (ms) | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|")
     with threadpool_limits(limits=1):
         for partition, hidden, epochs in (

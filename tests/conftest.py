@@ -9,7 +9,9 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = tmp_path_factory.getbasetemp() / "velocity-store" / "runs.db"
     monkeypatch.setenv("VELOCITY_STORE", str(store))
     monkeypatch.setenv("HOME", str(Path(tmp_path_factory.getbasetemp()) / "home"))

@@ -52,7 +52,9 @@ def test_bad_input_is_one_line_exit_2(
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-def test_misspelled_toml_key_names_file_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_misspelled_toml_key_names_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = tmp_path / "exp.toml"
     spec.write_text("[shared]\nlocal_epoch = 2\n")
     assert main(["run", str(spec)]) == 2

@@ -76,10 +76,10 @@ def test_npz_and_csv_user_data(tmp_path) -> None:  # type: ignore[no-untyped-def
 
 
 def test_user_data_errors_name_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(InputError, match="missing.npz: file not found"):
+    with pytest.raises(InputError, match=r"missing\.npz: file not found"):
         load_dataset(f"npz:path={tmp_path / 'missing.npz'}", seed=0)
     (tmp_path / "bad.csv").write_text("a,label\n1,x\nz,y\n")
-    with pytest.raises(InputError, match="bad.csv: feature columns must be numeric"):
+    with pytest.raises(InputError, match=r"bad\.csv: feature columns must be numeric"):
         load_dataset(f"csv:path={tmp_path / 'bad.csv'}", seed=0)
     with pytest.raises(InputError, match="no label column 'target'"):
         load_dataset(f"csv:path={tmp_path / 'bad.csv'},label=target", seed=0)
@@ -103,7 +103,12 @@ def test_hugging_face_dataset_saved_to_disk(tmp_path) -> None:  # type: ignore[n
 
 # --- partitioners: contract over every registry entry -----------------------------------------
 
-PARTITION_SPECS = {"iid": "iid", "dirichlet": "dirichlet:alpha=0.3", "shard": "shard", "natural": "natural"}
+PARTITION_SPECS = {
+    "iid": "iid",
+    "dirichlet": "dirichlet:alpha=0.3",
+    "shard": "shard",
+    "natural": "natural",
+}
 
 
 def test_every_partitioner_is_covered() -> None:
@@ -144,10 +149,14 @@ def _label_skew(parts: list[np.ndarray], labels: np.ndarray) -> float:
 def test_label_skew_grows_as_alpha_shrinks() -> None:
     labels = np.random.default_rng(0).integers(0, 10, 5000)
     skews = [
-        np.mean([
-            _label_skew(partition(f"dirichlet:alpha={a}", labels, 20, child_rng(s, "p")), labels)
-            for s in range(3)
-        ])
+        np.mean(
+            [
+                _label_skew(
+                    partition(f"dirichlet:alpha={a}", labels, 20, child_rng(s, "p")), labels
+                )
+                for s in range(3)
+            ]
+        )
         for a in (100.0, 1.0, 0.1)
     ]
     assert skews[0] < skews[1] < skews[2]

@@ -38,7 +38,9 @@ def test_masked_samples_do_not_change_loss_or_gradient() -> None:
     params = rng.normal(size=(1, model.num_params)).astype(np.float32)
     X = rng.normal(size=(1, 4, 3)).astype(np.float32)
     y = rng.integers(0, 2, size=(1, 4))
-    full_loss, full_grad = model.loss_and_grad(params, X[:, :2], y[:, :2], np.ones((1, 2), np.float32))
+    full_loss, full_grad = model.loss_and_grad(
+        params, X[:, :2], y[:, :2], np.ones((1, 2), np.float32)
+    )
     mask = np.array([[1, 1, 0, 0]], dtype=np.float32)
     loss, grad = model.loss_and_grad(params, X, y, mask)
     assert np.allclose(loss, full_loss) and np.allclose(grad, full_grad, atol=1e-6)
@@ -80,7 +82,9 @@ def test_proximal_term_pulls_towards_global_model() -> None:
     model, params, X, y, clients = _setup()
     rngs = lambda: [child_rng(0, "shuffle", 1, k) for k in range(len(clients))]  # noqa: E731
     free = train_clients(model, params, X, y, clients, rngs(), LocalConfig(epochs=5, lr=0.2))
-    prox = train_clients(model, params, X, y, clients, rngs(), LocalConfig(epochs=5, lr=0.2, mu=1.0))
+    prox = train_clients(
+        model, params, X, y, clients, rngs(), LocalConfig(epochs=5, lr=0.2, mu=1.0)
+    )
     drift = lambda r: np.linalg.norm(r.params - params, axis=1)  # noqa: E731
     assert np.all(drift(prox) < drift(free))
 
@@ -88,9 +92,17 @@ def test_proximal_term_pulls_towards_global_model() -> None:
 def test_weight_decay_shrinks_parameters() -> None:
     model, params, X, y, clients = _setup()
     zero_lr_wd = LocalConfig(epochs=1, batch_size=1000, lr=0.1, weight_decay=0.5)
-    out = train_clients(model, params, X, y, clients, [child_rng(0, k) for k in range(6)], zero_lr_wd)
+    out = train_clients(
+        model, params, X, y, clients, [child_rng(0, k) for k in range(6)], zero_lr_wd
+    )
     plain = train_clients(
-        model, params, X, y, clients, [child_rng(0, k) for k in range(6)], LocalConfig(batch_size=1000, lr=0.1)
+        model,
+        params,
+        X,
+        y,
+        clients,
+        [child_rng(0, k) for k in range(6)],
+        LocalConfig(batch_size=1000, lr=0.1),
     )
     assert np.all(np.linalg.norm(out.params, axis=1) < np.linalg.norm(plain.params, axis=1))
 

@@ -33,7 +33,9 @@ def test_format_component_round_trips() -> None:
 def _registry() -> Registry:
     reg: Registry = Registry("widget")
 
-    @reg.register("thing", params=(Param("k", int, 1, low=0), Param("mode", str, "a", choices=("a", "b"))))
+    @reg.register(
+        "thing", params=(Param("k", int, 1, low=0), Param("mode", str, "a", choices=("a", "b")))
+    )
     def thing(k: int, mode: str) -> tuple[int, str]:
         return k, mode
 

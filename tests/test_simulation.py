@@ -12,8 +12,17 @@ import pytest
 from velocity.simulation import METRICS, run_simulation, sample_clients
 from velocity.spec import spec_from_mapping
 
-IID10 = {"dataset": "digits", "partition": "iid", "num_clients": 10, "local_epochs": 1,
-         "rounds": 30, "lr": 0.05, "momentum": 0.9, "batch_size": 32, "seed": 0}
+IID10 = {
+    "dataset": "digits",
+    "partition": "iid",
+    "num_clients": 10,
+    "local_epochs": 1,
+    "rounds": 30,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "batch_size": 32,
+    "seed": 0,
+}
 
 
 def test_logistic_regression_reaches_092_on_digits() -> None:
@@ -35,8 +44,9 @@ def test_mlp_under_dirichlet_01_reaches_080_in_50_rounds() -> None:
 
 
 def test_round_records_every_metric_with_sane_values() -> None:
-    spec = spec_from_mapping({"rounds": 4, "eval_every": 2, "num_clients": 8,
-                              "clients_per_round": 3, "model": "logreg"})
+    spec = spec_from_mapping(
+        {"rounds": 4, "eval_every": 2, "num_clients": 8, "clients_per_round": 3, "model": "logreg"}
+    )
     result = run_simulation(spec)
     assert [r["round"] for r in result.rounds] == [1, 2, 3, 4]
     for r in result.rounds:
@@ -71,31 +81,52 @@ spec = spec_from_mapping(json.loads(sys.argv[1]))
 r = run_simulation(spec)
 drop = ("aggregate_seconds", "round_seconds")
 rounds = [{k: v for k, v in x.items() if k not in drop} for x in r.rounds]
-print(json.dumps({"rounds": repr(rounds), "params": hashlib.sha256(r.final_params.tobytes()).hexdigest()}))
+digest = hashlib.sha256(r.final_params.tobytes()).hexdigest()
+print(json.dumps({"rounds": repr(rounds), "params": digest}))
 """
 
 
 def test_same_spec_is_bit_identical_in_fresh_processes() -> None:
-    spec = json.dumps({"rounds": 4, "num_clients": 12, "clients_per_round": 5,
-                       "partition": "dirichlet:alpha=0.5", "model": "mlp:hidden=16", "seed": 7})
+    spec = json.dumps(
+        {
+            "rounds": 4,
+            "num_clients": 12,
+            "clients_per_round": 5,
+            "partition": "dirichlet:alpha=0.5",
+            "model": "mlp:hidden=16",
+            "seed": 7,
+        }
+    )
     outs = [
-        subprocess.run([sys.executable, "-c", _CHILD, spec], check=True, capture_output=True,
-                       text=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", _CHILD, spec], check=True, capture_output=True, text=True
+        ).stdout
         for _ in range(2)
     ]
     assert outs[0] == outs[1]
     other = json.loads(spec)
     other["seed"] = 8
-    out3 = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(other)], check=True,
-                          capture_output=True, text=True).stdout
+    out3 = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(other)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert json.loads(out3)["params"] != json.loads(outs[0])["params"]
 
 
 @pytest.mark.parametrize("dataset", ["wine", "breast_cancer", "synthetic:alpha=0.5,beta=0.5"])
 def test_other_datasets_train(dataset: str) -> None:
     partition = "natural" if dataset.startswith("synthetic") else "iid"
-    spec = spec_from_mapping({"dataset": dataset, "partition": partition, "num_clients": 5,
-                              "rounds": 10, "model": "logreg"})
+    spec = spec_from_mapping(
+        {
+            "dataset": dataset,
+            "partition": partition,
+            "num_clients": 5,
+            "rounds": 10,
+            "model": "logreg",
+        }
+    )
     result = run_simulation(spec)
     acc = result.final_metrics()["test_accuracy"]
     data_classes = {"wine": 3, "breast_cancer": 2}.get(dataset, 10)

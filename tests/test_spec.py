@@ -13,7 +13,9 @@ from velocity.spec import RunSpec, load_toml_runs, spec_from_mapping
 
 def test_defaults_are_filled_and_spellings_do_not_change_identity() -> None:
     a = spec_from_mapping({"model": "mlp", "partition": "dirichlet"})
-    b = spec_from_mapping({"model": {"type": "MLP", "hidden": 64}, "partition": "dirichlet:alpha=0.5"})
+    b = spec_from_mapping(
+        {"model": {"type": "MLP", "hidden": 64}, "partition": "dirichlet:alpha=0.5"}
+    )
     assert a.canonical_json() == b.canonical_json()
     assert a.fingerprint == b.fingerprint
     assert a.clients_per_round == a.num_clients

@@ -177,8 +177,7 @@ def parse_component(spec: str | Mapping[str, Any], kind: str = "component") -> t
         name = spec["type"]
         if not isinstance(name, str) or not name.strip():
             raise SpecError(f"{kind} 'type' must be a non-empty string, got {name!r}")
-        params = {str(k): v for k, v in spec.items() if k != "type"}
-        return name.strip().lower(), params
+        return name.strip().lower(), {str(k): v for k, v in spec.items() if k != "type"}
     if not isinstance(spec, str):
         raise SpecError(f"{kind} must be a string like 'name:key=value' or a table, got {spec!r}")
     text = spec.strip()

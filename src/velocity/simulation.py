@@ -132,7 +132,8 @@ def run_simulation(spec: RunSpec, *, on_round: RoundCallback | None = None) -> R
     with threadpool_limits(limits=1):
         setup = prepare_run(spec)
         rounds: list[dict[str, Any]] = []
-        status, error, params = "complete", None, setup.initial_params
+        status, error = "complete", None
+        params: np.ndarray | None = setup.initial_params
         details: dict[str, Any] = {"num_params": setup.model.num_params}
         try:
             params, status = _round_loop(setup, rounds, on_round)

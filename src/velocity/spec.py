@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from velocity.errors import InputError, SpecError
+from velocity.registry import Registry
 
 __all__ = [
     "RUN_NAME_PATTERN",
@@ -33,14 +34,16 @@ __all__ = [
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,119}$")
 
 
-def _canonical_component(registry_name: str, value: Any) -> dict[str, Any]:
-    if registry_name == "dataset":
-        from velocity.data import DATASETS as registry
-    elif registry_name == "partition":
-        from velocity.data import PARTITIONERS as registry
-    else:
-        from velocity.models import MODELS as registry
-    return registry.canonical(value)
+def _canonical_component(field_name: str, value: Any) -> dict[str, Any]:
+    from velocity.data import DATASETS, PARTITIONERS
+    from velocity.models import MODELS
+
+    registries: dict[str, Registry[Any]] = {
+        "dataset": DATASETS,
+        "partition": PARTITIONERS,
+        "model": MODELS,
+    }
+    return registries[field_name].canonical(value)
 
 
 class RunSpec(BaseModel):
@@ -49,8 +52,8 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     name: str = "run"
-    dataset: dict[str, Any] = Field(default="digits", description="dataset spec")  # type: ignore[assignment]
-    partition: dict[str, Any] = Field(default="iid", description="partition spec")  # type: ignore[assignment]
+    dataset: dict[str, Any] = Field(default="digits", description="dataset spec")  # type: ignore[arg-type]
+    partition: dict[str, Any] = Field(default="iid", description="partition spec")  # type: ignore[arg-type]
     num_clients: int = Field(default=10, gt=0)
     clients_per_round: int | None = Field(default=None, gt=0)
     rounds: int = Field(default=30, gt=0)
@@ -59,8 +62,8 @@ class RunSpec(BaseModel):
     lr: float = Field(default=0.05, gt=0, allow_inf_nan=False)
     momentum: float = Field(default=0.9, ge=0, lt=1, allow_inf_nan=False)
     weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    model: dict[str, Any] = Field(default="mlp", description="model spec")  # type: ignore[assignment]
-    strategy: dict[str, Any] = Field(default="fedavg", description="strategy spec")  # type: ignore[assignment]
+    model: dict[str, Any] = Field(default="mlp", description="model spec")  # type: ignore[arg-type]
+    strategy: dict[str, Any] = Field(default="fedavg", description="strategy spec")  # type: ignore[arg-type]
     mu: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     seed: int = Field(default=0, ge=0, lt=2**63)
     eval_every: int = Field(default=1, gt=0)

@@ -22,7 +22,8 @@ __all__ = ["app", "click_exceptions", "err_console", "out_console", "print_json"
 
 app = typer.Typer(
     name="velocity",
-    help="Reproducible federated-learning experiments: simulate, sweep, compare, archive, reproduce.",
+    help="Reproducible federated-learning experiments: "
+    "simulate, sweep, compare, archive, reproduce.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -24,7 +24,9 @@ def version_command(json_output: bool = JSON_OPTION) -> None:
     if json_output:
         print_json(info)
     else:
-        out_console.print(f"velocity {__version__} (python {info['python']}, numpy {info['numpy']})")
+        out_console.print(
+            f"velocity {__version__} (python {info['python']}, numpy {info['numpy']})"
+        )
 
 
 @app.command("datasets")

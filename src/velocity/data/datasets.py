@@ -21,9 +21,9 @@ from velocity.seeds import child_rng
 
 __all__ = [
     "DATASETS",
-    "describe_datasets",
     "FederatedDataset",
     "RawData",
+    "describe_datasets",
     "load_dataset",
     "stratified_split",
     "synthetic_li2020",
@@ -61,8 +61,14 @@ Loader = Callable[..., RawData]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 _TEST_FRACTION = Param(
-    "test_fraction", float, 0.2, "share of samples held out for testing", low=0, high=1,
-    low_open=True, high_open=True,
+    "test_fraction",
+    float,
+    0.2,
+    "share of samples held out for testing",
+    low=0,
+    high=1,
+    low_open=True,
+    high_open=True,
 )
 
 
@@ -118,7 +124,9 @@ def synthetic_li2020(
         ys.append(np.argmax(x @ W + b, axis=1))
         gs.append(np.full(int(sizes[k]), k, dtype=np.int64))
     return RawData(
-        X=np.concatenate(xs), y=np.concatenate(ys), groups=np.concatenate(gs),
+        X=np.concatenate(xs),
+        y=np.concatenate(ys),
+        groups=np.concatenate(gs),
         num_classes=num_classes,
     )
 
@@ -275,8 +283,10 @@ def _load_hf(*, name: str, path: str, split: str, label: str, features: str, **_
         raise InputError(f"no feature column '{missing[0]}'", source=source)
     table = loaded.with_format("numpy")
     parts = [np.asarray(table[c], dtype=np.float64).reshape(len(loaded), -1) for c in wanted]
-    return RawData(X=_features(np.concatenate(parts, axis=1), source),
-                   y=_labels_to_int(np.asarray(table[label]), source))
+    return RawData(
+        X=_features(np.concatenate(parts, axis=1), source),
+        y=_labels_to_int(np.asarray(table[label]), source),
+    )
 
 
 def stratified_split(
@@ -285,7 +295,7 @@ def stratified_split(
     """Sorted train and test indices: each stratum gives round(test_fraction * size) to test."""
     order = rng.permutation(len(strata))
     by_stratum = order[np.argsort(strata[order], kind="stable")]
-    values, starts, counts = np.unique(strata[by_stratum], return_index=True, return_counts=True)
+    _, starts, counts = np.unique(strata[by_stratum], return_index=True, return_counts=True)
     n_test = np.floor(counts * test_fraction + 0.5).astype(np.int64)
     n_test = np.minimum(n_test, counts - 1)  # keep at least one training sample per stratum
     position = np.arange(len(strata)) - np.repeat(starts, counts)
@@ -327,8 +337,12 @@ def describe_datasets(num_clients: int = 10) -> list[dict[str, Any]]:
     """One row per dataset: name, samples, features, classes (None for user data), summary."""
     rows: list[dict[str, Any]] = []
     for entry in DATASETS:
-        row: dict[str, Any] = {"name": entry.name, "samples": None, "features": None,
-                               "classes": None}
+        row: dict[str, Any] = {
+            "name": entry.name,
+            "samples": None,
+            "features": None,
+            "classes": None,
+        }
         if not entry.extra.get("user_data"):
             data = load_dataset(entry.name, seed=0, num_clients=num_clients)
             row.update(

@@ -38,15 +38,22 @@ def iid(
 
 @PARTITIONERS.register(
     "dirichlet",
-    params=(Param("alpha", float, 0.5, "concentration; smaller = more label skew", low=0,
-                  low_open=True),),
+    params=(
+        Param(
+            "alpha", float, 0.5, "concentration; smaller = more label skew", low=0, low_open=True
+        ),
+    ),
     summary="Label skew: each class split across clients by Dirichlet(alpha) proportions",
     paper="Hsu et al., Measuring the Effects of Non-Identical Data Distribution, 2019",
     cost="O(n + C K)",
 )
 def dirichlet(
-    labels: np.ndarray, num_clients: int, rng: np.random.Generator, groups: Any = None,
-    *, alpha: float,
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    groups: Any = None,
+    *,
+    alpha: float,
 ) -> list[np.ndarray]:
     """Per class c, proportions p_c ~ Dir(alpha 1_K) decide how class c's samples are dealt."""
     _check_enough(len(labels), num_clients, "dirichlet")
@@ -80,8 +87,12 @@ def _fill_empty(owner: np.ndarray, num_clients: int, rng: np.random.Generator) -
     cost="O(n log n)",
 )
 def shard(
-    labels: np.ndarray, num_clients: int, rng: np.random.Generator, groups: Any = None,
-    *, per_client: int,
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    groups: Any = None,
+    *,
+    per_client: int,
 ) -> list[np.ndarray]:
     """Sort by label, cut into num_clients * per_client shards, deal per_client to each client."""
     num_shards = num_clients * per_client
@@ -112,7 +123,9 @@ def natural(
         )
     found = int(groups.max()) + 1
     if found != num_clients:
-        raise SpecError(f"partition 'natural': dataset has {found} clients, num_clients={num_clients}")
+        raise SpecError(
+            f"partition 'natural': dataset has {found} clients, num_clients={num_clients}"
+        )
     parts = [np.flatnonzero(groups == k) for k in range(num_clients)]
     empty = [k for k, p in enumerate(parts) if len(p) == 0]
     if empty:

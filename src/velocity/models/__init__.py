@@ -54,8 +54,14 @@ def _logreg(num_features: int, num_classes: int) -> MLP:
 @MODELS.register(
     "mlp",
     params=(
-        Param("hidden", str, "64", "hidden layer widths, e.g. 64 or 128-64",
-              convert=_hidden_widths, allowed_text="positive layer widths like 64 or 128-64"),
+        Param(
+            "hidden",
+            str,
+            "64",
+            "hidden layer widths, e.g. 64 or 128-64",
+            convert=_hidden_widths,
+            allowed_text="positive layer widths like 64 or 128-64",
+        ),
     ),
     summary="Multi-layer perceptron with ReLU hidden layers and softmax output",
 )

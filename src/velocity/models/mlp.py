@@ -6,6 +6,7 @@ every pass works on ``(c, batch, features)`` blocks with batched matmuls over th
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,7 @@ class MLP:
     @property
     def layer_sizes(self) -> list[tuple[int, int]]:
         widths = [self.num_features, *self.hidden, self.num_classes]
-        return list(zip(widths[:-1], widths[1:], strict=True))
+        return list(itertools.pairwise(widths))
 
     @property
     def num_params(self) -> int:
@@ -74,9 +75,9 @@ class MLP:
     def loss_and_grad(
         self, params: np.ndarray, X: np.ndarray, y: np.ndarray, mask: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Summed masked loss per client ``(c,)`` and the gradient of the *mean* batch loss ``(c, d)``.
+        """Summed masked loss per client ``(c,)`` and gradient of the *mean* batch loss ``(c, d)``.
 
-        ``params (c, d)``, ``X (c, b, f)``, ``y (c, b)`` int, ``mask (c, b)`` float32 (1 = real sample).
+        ``params (c, d)``, ``X (c, b, f)``, ``y (c, b)`` int, ``mask (c, b)`` (1 = real sample).
         """
         layers = self.unpack(params)
         activations = [X]
