@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import sys
 
+import typer
+
 from velocity.cli._app import app, click_exceptions
 from velocity.errors import InputError
 
 # Importing a command module registers its commands on ``app``.
-from velocity.cli import info as _info  # noqa: E402,F401  isort: skip
-from velocity.cli import run as _run  # noqa: E402,F401  isort: skip
+from velocity.cli import info as _info  # noqa: F401  isort: skip
+from velocity.cli import run as _run  # noqa: F401  isort: skip
+from velocity.cli import strategies as _strategies  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]
 
@@ -29,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         if exc.format_message():  # empty when help was shown for a bare command
             print(f"error{where}: {exc.format_message()}", file=sys.stderr)
         code = 2
-    except click_exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         code = 130
-    except click_exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
     except click_exceptions.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)

@@ -7,6 +7,7 @@ Public entry point: ``aggregate(spec, updates, weights=None)``; the round loop u
 from velocity.strategies.aggregators import AGGREGATORS
 from velocity.strategies.compose import (
     PRESETS,
+    Preset,
     Strategy,
     aggregate,
     build_strategy,
@@ -20,6 +21,7 @@ __all__ = [
     "PRESETS",
     "PRE_AGGREGATORS",
     "SERVER_OPTIMIZERS",
+    "Preset",
     "Strategy",
     "aggregate",
     "build_strategy",

@@ -1,30 +1,448 @@
 """Aggregators: pure functions ``(updates (n, d) float32, weights (n,)) -> (d,) float32``.
 
 They never modify their inputs. Each is registered in ``AGGREGATORS`` with its parameters, paper
-and per-round cost; ``velocity strategies`` lists them.
+and per-round cost; ``velocity strategies`` lists them and docs/strategies.md gives the semantics.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from velocity.registry import Registry
+from velocity.errors import RunError, SpecError
+from velocity.registry import Param, Registry
+from velocity.strategies._kernels import (
+    SortedBlock,
+    columnwise,
+    combine,
+    gram,
+    pairwise_sq_distances,
+    weighted_mean,
+)
 
-__all__ = ["AGGREGATORS", "mean"]
+__all__ = [
+    "AGGREGATORS",
+    "arkrum",
+    "bulyan",
+    "centered_clipping",
+    "dnc",
+    "geometric_median",
+    "krum",
+    "krum_scores",
+    "mean",
+    "median",
+    "multi_krum",
+    "trimmed_mean",
+]
 
 AGGREGATORS: Registry = Registry("aggregator")
+
+_F = Param("f", int, 1, "number of Byzantine clients tolerated", low=0)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise RunError(message)
 
 
 @AGGREGATORS.register(
     "mean",
-    summary="Sample-weighted mean (FedAvg), accumulated in float64.",
+    summary="Sample-weighted mean (FedAvg).",
     paper="McMahan et al., AISTATS 2017",
     cost="O(n d)",
-    aliases=("fedavg_mean", "avg"),
+    aliases=("avg", "average"),
 )
 def mean(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Sample-weighted mean of the rows of ``updates``."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    # w @ updates promotes to float64 row by row inside BLAS-free dot: accurate and one pass.
-    return (w @ updates.astype(np.float64, copy=False)).astype(np.float32)
+    return weighted_mean(updates, weights)
+
+
+@AGGREGATORS.register(
+    "median",
+    summary="Coordinate-wise median (even n: mean of the two middle values), unweighted.",
+    paper="Yin et al., ICML 2018",
+    cost="O(n log^2 n d) (sorting network) / O(n log n d)",
+)
+def median(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Coordinate-wise median."""
+    n = updates.shape[0]
+    lo, hi = (n - 1) // 2, n // 2
+
+    def reduce(block: SortedBlock, out: np.ndarray) -> None:
+        if lo == hi:
+            out[...] = block.row(lo)
+        else:
+            # The midpoint in float64 is exact, so the result is the correctly rounded median.
+            out[...] = np.add(block.row(lo), block.row(hi), dtype=np.float64) * 0.5
+
+    return columnwise(updates, reduce, wanted=(lo, hi))
+
+
+def _normalize_trimmed_mean(params: dict[str, Any]) -> dict[str, Any]:
+    k, beta = params.get("k"), params.get("beta")
+    if k is not None and beta is not None:
+        raise SpecError(
+            f"aggregator 'trimmed_mean': give either 'k' or 'beta', not both (got k={k}, "
+            f"beta={beta})"
+        )
+    if k is None and beta is None:
+        return {**params, "beta": 0.1}
+    return params
+
+
+@AGGREGATORS.register(
+    "trimmed_mean",
+    params=(
+        Param("k", int, None, "values dropped at each end per coordinate", low=0, nullable=True),
+        Param(
+            "beta",
+            float,
+            None,
+            "fraction dropped at each end: k = floor(beta * n) (default 0.1 when k is not given)",
+            low=0.0,
+            high=0.5,
+            high_open=True,
+            nullable=True,
+        ),
+    ),
+    summary="Coordinate-wise trimmed mean: drop the k smallest and k largest, average the rest.",
+    paper="Yin et al., ICML 2018",
+    cost="O(n log^2 n d) (sorting network) / O(n log n d)",
+    normalize=_normalize_trimmed_mean,
+)
+def trimmed_mean(
+    updates: np.ndarray, weights: np.ndarray, *, k: int | None = None, beta: float | None = None
+) -> np.ndarray:
+    """Coordinate-wise trimmed mean (unweighted)."""
+    n = updates.shape[0]
+    trim = k if k is not None else int(np.floor((0.1 if beta is None else beta) * n))
+    _require(2 * trim < n, f"trimmed_mean: needs 2k < n, got k={trim}, n={n}")
+    keep = n - 2 * trim
+
+    def reduce(block: SortedBlock, out: np.ndarray) -> None:
+        columns = block.columns
+        if columns is not None:
+            total = columns[:, trim : n - trim].sum(axis=1, dtype=np.float64)
+        else:
+            total = block.row(trim).astype(np.float64)
+            for k in range(trim + 1, n - trim):
+                total += block.row(k)
+        out[...] = total / keep
+
+    return columnwise(updates, reduce, wanted=range(trim, n - trim))
+
+
+def krum_scores(dist: np.ndarray, f: int, alive: np.ndarray | None = None) -> np.ndarray:
+    """Krum score of each point of a squared-distance matrix: the sum of its distances to its
+    ``r - f - 2`` nearest other points (at least 0), where ``r`` points are ``alive`` (default all).
+    Points not alive score +inf."""
+    n = dist.shape[0]
+    alive = np.ones(n, dtype=bool) if alive is None else alive
+    others = dist + np.diag(np.full(n, np.inf))
+    order = np.argsort(others, axis=1, kind="stable")
+    return _masked_scores(np.take_along_axis(others, order, axis=1), order, alive, f)
+
+
+def _masked_scores(
+    sorted_dist: np.ndarray, order: np.ndarray, alive: np.ndarray, f: int
+) -> np.ndarray:
+    neighbours = max(int(alive.sum()) - f - 2, 0)
+    live = alive[order]
+    taken = live & (np.cumsum(live, axis=1) <= neighbours)
+    scores: np.ndarray = np.where(taken, sorted_dist, 0.0).sum(axis=1)
+    scores[~alive] = np.inf
+    return scores
+
+
+def _krum_distances(updates: np.ndarray, f: int, rule: str) -> np.ndarray:
+    n = updates.shape[0]
+    _require(n >= 2 * f + 3, f"{rule}: needs n >= 2f+3 clients per round, got n={n}, f={f}")
+    return pairwise_sq_distances(updates)
+
+
+@AGGREGATORS.register(
+    "krum",
+    params=(_F,),
+    summary="The update with the lowest Krum score (sum of squared distances to its n-f-2 "
+    "nearest); ties: lowest index.",
+    paper="Blanchard et al., NeurIPS 2017",
+    cost="O(n^2 d)",
+)
+def krum(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> np.ndarray:
+    """Krum: the single most central update."""
+    scores = krum_scores(_krum_distances(updates, f, "krum"), f)
+    out: np.ndarray = updates[int(np.argmin(scores))].copy()
+    return out
+
+
+@AGGREGATORS.register(
+    "multi_krum",
+    params=(
+        _F,
+        Param("m", int, None, "updates averaged (default n - f)", low=1, nullable=True),
+    ),
+    summary="Unweighted mean of the m updates with the lowest Krum scores.",
+    paper="Blanchard et al., NeurIPS 2017",
+    cost="O(n^2 d)",
+)
+def multi_krum(
+    updates: np.ndarray, weights: np.ndarray, *, f: int = 1, m: int | None = None
+) -> np.ndarray:
+    """Multi-Krum."""
+    n = updates.shape[0]
+    count = n - f if m is None else m
+    _require(count <= n, f"multi_krum: needs m <= n, got m={count}, n={n}")
+    scores = krum_scores(_krum_distances(updates, f, "multi_krum"), f)
+    chosen = np.sort(np.argsort(scores, kind="stable")[:count])
+    return combine(updates, np.full(count, 1.0 / count), rows=chosen)
+
+
+def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
+    """Indices of the ``n - 2f`` updates Bulyan selects by repeated Krum (in selection order)."""
+    n = dist.shape[0]
+    others = dist + np.diag(np.full(n, np.inf))
+    # Sort each row once; removing a point only masks it out of every row's order.
+    order = np.argsort(others, axis=1, kind="stable")
+    sorted_dist = np.take_along_axis(others, order, axis=1)
+    alive = np.ones(n, dtype=bool)
+    chosen = []
+    for _ in range(n - 2 * f):
+        scores = _masked_scores(sorted_dist, order, alive, f)
+        # Late in the selection |R| - f - 2 drops to 0 and every score ties; break ties by the
+        # total distance to the remaining points (then the lowest index), not by client order.
+        tied = np.flatnonzero(scores == scores.min())
+        if tied.size > 1:
+            spread = dist[np.ix_(tied, np.flatnonzero(alive))].sum(axis=1)
+            winner = int(tied[np.argmin(spread)])
+        else:
+            winner = int(tied[0])
+        chosen.append(winner)
+        alive[winner] = False
+    return np.asarray(chosen, dtype=np.intp)
+
+
+@AGGREGATORS.register(
+    "bulyan",
+    params=(_F,),
+    summary="Select n-2f updates by repeated Krum, then per coordinate average the n-4f values "
+    "closest to the median.",
+    paper="El Mhamdi et al., ICML 2018",
+    cost="O(n^2 d)",
+)
+def bulyan(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> np.ndarray:
+    """Bulyan over Krum."""
+    n = updates.shape[0]
+    _require(n >= 4 * f + 3, f"bulyan: needs n >= 4f+3 clients per round, got n={n}, f={f}")
+    chosen = np.sort(bulyan_select(pairwise_sq_distances(updates), f))
+    theta = n - 2 * f
+    beta = theta - 2 * f
+
+    def reduce(block: SortedBlock, out: np.ndarray) -> None:
+        # The beta values closest to the median form a window of the sorted values. Sliding the
+        # window one step right pays off exactly while the value entering is closer to the
+        # median than the one leaving (x_s + x_{s+beta} < 2 median), a condition that holds for
+        # a prefix of s; ties keep the lower window. Sums are float64.
+        columns = block.columns
+        if columns is not None:
+            # Many rows: the window is everything but the s* smallest and the 2f - s* largest,
+            # so only the 2f values at each end (and the median) are touched besides the total.
+            edge = theta - beta
+            low = columns[:, :edge].astype(np.float64)
+            high = columns[:, beta:].astype(np.float64)
+            twice_median = columns[:, (theta - 1) // 2] + columns[:, theta // 2].astype(np.float64)
+            start = np.count_nonzero(low + high < twice_median[:, None], axis=1)[:, None]
+            below = np.zeros((low.shape[0], edge + 1))
+            np.cumsum(low, axis=1, out=below[:, 1:])
+            above = np.zeros((high.shape[0], edge + 1))
+            np.cumsum(high[:, ::-1], axis=1, out=above[:, 1:])
+            excluded = np.take_along_axis(below, start, axis=1)[:, 0]
+            excluded += np.take_along_axis(above, edge - start, axis=1)[:, 0]
+            out[...] = (columns.sum(axis=1, dtype=np.float64) - excluded) / beta
+            return
+        row = block.row
+        twice_median = np.add(row((theta - 1) // 2), row(theta // 2), dtype=np.float64)
+        window = np.zeros(out.shape[0])
+        for k in range(beta):
+            window += row(k)
+        best = window.copy()
+        for s in range(theta - beta):
+            slide = np.add(row(s), row(s + beta), dtype=np.float64) < twice_median
+            window += row(s + beta)
+            window -= row(s)
+            np.copyto(best, window, where=slide)
+        out[...] = best / beta
+
+    return columnwise(updates, reduce, rows=chosen)
+
+
+def _weiszfeld_distances(g: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    # |x_i - z|^2 for z = sum_j c_j x_j (sum c = 1), from the Gram matrix alone.
+    gc = g @ coeffs
+    sq = np.diag(g) - 2.0 * gc + coeffs @ gc
+    out: np.ndarray = np.sqrt(np.maximum(sq, 0.0))
+    return out
+
+
+@AGGREGATORS.register(
+    "geometric_median",
+    params=(
+        Param(
+            "eps", float, 1e-6, "smoothing nu: distances are floored at eps", low=0.0, low_open=True
+        ),
+        Param("max_iter", int, 100, "Weiszfeld iterations at most", low=1),
+        Param("tol", float, 1e-6, "stop when the relative objective change is below tol", low=0.0),
+    ),
+    summary="Sample-weighted geometric median by smoothed Weiszfeld (RFA), from the weighted mean.",
+    paper="Pillutla et al., IEEE TSP 2022",
+    cost="O(n^2 d + iters n^2)",
+    aliases=("rfa", "geomed"),
+)
+def geometric_median(
+    updates: np.ndarray,
+    weights: np.ndarray,
+    *,
+    eps: float = 1e-6,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+) -> np.ndarray:
+    """Smoothed Weiszfeld iterations, run on the coefficients of the convex combination.
+
+    Every iterate is a convex combination of the updates, so distances come from the Gram matrix
+    and only the final combination touches the ``(n, d)`` matrix again.
+    """
+    alpha = np.asarray(weights, dtype=np.float64)
+    alpha = alpha / alpha.sum()
+    g = gram(updates)
+    coeffs = alpha
+    dist = _weiszfeld_distances(g, coeffs)
+    objective = float(alpha @ dist)
+    for _ in range(max_iter):
+        beta = alpha / np.maximum(dist, eps)
+        coeffs = beta / beta.sum()
+        dist = _weiszfeld_distances(g, coeffs)
+        previous, objective = objective, float(alpha @ dist)
+        if abs(previous - objective) <= tol * objective:
+            break
+    return combine(updates, coeffs)
+
+
+def _arkrum_estimate_f(dist: np.ndarray) -> int:
+    n = dist.shape[0]
+    others = np.sort(dist + np.diag(np.full(n, np.inf)), axis=1)[:, : n - 1]
+    mid = others[:, (n - 1) // 2]
+    threshold = 2.0 * mid - others[:, 0]
+    outliers = np.count_nonzero(others > threshold[:, None], axis=1)
+    return int(min(np.floor(np.median(outliers)), (n - 3) // 2))
+
+
+@AGGREGATORS.register(
+    "arkrum",
+    summary="Parameter-free Krum: estimates f each round by median-based filtering, then averages "
+    "the n-f updates closest to the Krum winner.",
+    paper="Yang & Imam, arXiv:2505.17226 (2025)",
+    cost="O(n^2 d)",
+)
+def arkrum(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ArKrum (see docs/strategies.md for the exact reading of the paper implemented here)."""
+    n = updates.shape[0]
+    _require(n >= 3, f"arkrum: needs n >= 3 clients per round, got n={n}")
+    dist = pairwise_sq_distances(updates)
+    f = _arkrum_estimate_f(dist)
+    winner = int(np.argmin(krum_scores(dist, f)))
+    closest = np.sort(np.argsort(dist[winner], kind="stable")[: n - f])
+    return combine(updates, np.full(n - f, 1.0 / (n - f)), rows=closest)
+
+
+@AGGREGATORS.register(
+    "centered_clipping",
+    params=(
+        Param("tau", float, 10.0, "clipping radius around the centre", low=0.0, low_open=True),
+        Param("iters", int, 1, "clipping iterations per round", low=1),
+    ),
+    summary="Iterative clipping centred on the previous round's aggregate (state per run).",
+    paper="Karimireddy et al., ICML 2021",
+    cost="O(n^2 d)",
+    stateful=True,
+    aliases=("cc",),
+)
+def centered_clipping(
+    updates: np.ndarray,
+    weights: np.ndarray,
+    *,
+    tau: float = 10.0,
+    iters: int = 1,
+    state: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """``v <- v + mean_i (x_i - v) min(1, tau / |x_i - v|)``, ``iters`` times, from the last ``v``.
+
+    The iterate stays an affine combination of the previous centre and the updates, so it is
+    tracked as coefficients over their Gram matrix and formed once at the end.
+    """
+    n, d = updates.shape
+    state = {} if state is None else state
+    center = state.get("center")
+    if center is None or center.shape != (d,):
+        center = np.zeros(d, dtype=np.float32)
+    g = gram(updates, extra_row=center)
+    coeffs = np.zeros(n + 1)
+    coeffs[n] = 1.0
+    for _ in range(iters):
+        dist = _weiszfeld_distances(g, coeffs)[:n]
+        scale = np.minimum(1.0, tau / np.maximum(dist, np.finfo(np.float64).tiny))
+        coeffs *= 1.0 - scale.mean()
+        coeffs[:n] += scale / n
+    result = combine(updates, coeffs[:n])
+    if coeffs[n] != 0.0:
+        result = (result + np.float32(coeffs[n]) * center).astype(np.float32)
+    state["center"] = result.copy()
+    return result
+
+
+@AGGREGATORS.register(
+    "dnc",
+    params=(
+        _F,
+        Param("sub_dim", int, 10000, "coordinates sampled per iteration", low=1),
+        Param("iters", int, 5, "random subsamplings", low=1),
+        Param("filter_frac", float, 1.0, "c: each iteration removes c*f updates", low=0.0),
+    ),
+    summary="Divide-and-Conquer: remove the updates most aligned with the top singular direction "
+    "of random coordinate subsets; mean of the survivors.",
+    paper="Shejwalkar & Houmansadr, NDSS 2021",
+    cost="O(n d + iters (n^2 b + n^3))",
+    seeded=True,
+)
+def dnc(
+    updates: np.ndarray,
+    weights: np.ndarray,
+    *,
+    f: int = 1,
+    sub_dim: int = 10000,
+    iters: int = 5,
+    filter_frac: float = 1.0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """DnC: spectral outlier scores on random coordinate subsets, intersection of the kept sets."""
+    n, d = updates.shape
+    removed = int(np.floor(filter_frac * f))
+    _require(removed < n, f"dnc: needs c*f < n, got c*f={removed}, n={n}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    good = np.ones(n, dtype=bool)
+    width = min(sub_dim, d)
+    for _ in range(iters):
+        columns = np.sort(rng.choice(d, size=width, replace=False))
+        sub = updates[:, columns].astype(np.float64)
+        sub -= sub.mean(axis=0)
+        eigenvalues, eigenvectors = np.linalg.eigh(sub @ sub.T)
+        # (x_i - mu) . v for the top right singular vector v equals sigma * u_i.
+        scores = eigenvalues[-1] * eigenvectors[:, -1] ** 2
+        kept = np.zeros(n, dtype=bool)
+        kept[np.argsort(scores, kind="stable")[: n - removed]] = True
+        good &= kept
+    survivors = np.flatnonzero(good)
+    _require(
+        survivors.size > 0,
+        f"dnc: no update survived {iters} iterations removing {removed} each (n={n})",
+    )
+    return combine(updates, np.full(survivors.size, 1.0 / survivors.size), rows=survivors)

@@ -1,10 +1,10 @@
 """Strategy = pre-aggregators > aggregator > server optimizer, parsed from one spec.
 
 Spec forms (names case-insensitive):
-- a preset: ``"fedavg"``, ``"fedprox:mu=0.01"``;
+- a preset: ``"fedavg"``, ``"fedprox:mu=0.01"``, ``"fedadam:lr=0.03"``;
 - a chain: ``"nnm:f=2 > trimmed_mean:k=2 > adam:lr=0.01"`` (pre-aggregators, one aggregator,
   optionally a server optimizer last; default server is ``sgd:lr=1``);
-- a table: ``{type = "krum", f = 2}`` (one stage, same as the string) or
+- a table: ``{type = "krum", f = 2}`` (one stage or a preset, same as the string) or
   ``{aggregator = "krum:f=2", pre = ["nnm:f=2"], server = "adam:lr=0.01", mu = 0.0}``.
 
 The canonical form (used in fingerprints) is the table with every default filled. FedProx's
@@ -20,71 +20,116 @@ from typing import Any
 import numpy as np
 
 from velocity.errors import SpecError
-from velocity.registry import parse_component
+from velocity.registry import Entry, Registry, format_component, parse_component
+from velocity.seeds import child_rng
 from velocity.strategies.aggregators import AGGREGATORS
+from velocity.strategies.pre_aggregators import PRE_AGGREGATORS
 from velocity.strategies.server import SERVER_OPTIMIZERS
 
-__all__ = ["PRESETS", "Strategy", "aggregate", "build_strategy", "canonical_strategy"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "Strategy",
+    "aggregate",
+    "build_strategy",
+    "canonical_strategy",
+]
 
-# name -> (chain template, client mu parameter name or None). Preset parameters that are not
-# the proximal mu are passed to the server optimizer (e.g. fedadam:lr=0.01).
-PRESETS: dict[str, dict[str, Any]] = {
-    "fedavg": {"aggregator": "mean", "server": "sgd", "summary": "mean + plain server step"},
-    "fedprox": {
-        "aggregator": "mean",
-        "server": "sgd",
-        "client_mu": 0.01,
-        "summary": "FedAvg with the client-side proximal term mu (Li et al., MLSys 2020)",
-    },
+
+@dataclass(frozen=True)
+class Preset:
+    """A named strategy: an aggregator and a server optimizer, plus FedProx's client mu."""
+
+    aggregator: str
+    server: str
+    summary: str
+    paper: str
+    client_mu: float | None = None
+
+
+PRESETS: dict[str, Preset] = {
+    "fedavg": Preset("mean", "sgd", "mean + plain server step", "McMahan et al., AISTATS 2017"),
+    "fedprox": Preset(
+        "mean",
+        "sgd",
+        "FedAvg with the client-side proximal term mu",
+        "Li et al., MLSys 2020",
+        client_mu=0.01,
+    ),
+    "fedavgm": Preset("mean", "momentum", "mean + server momentum", "Hsu et al., 2019"),
+    "fedadam": Preset("mean", "adam", "mean + server Adam", "Reddi et al., ICLR 2021"),
+    "fedyogi": Preset("mean", "yogi", "mean + server Yogi", "Reddi et al., ICLR 2021"),
+    "fedadagrad": Preset("mean", "adagrad", "mean + server Adagrad", "Reddi et al., ICLR 2021"),
+    "fedmedian": Preset("median", "sgd", "coordinate-wise median", "Yin et al., ICML 2018"),
+    "fedtrimmedavg": Preset(
+        "trimmed_mean:beta=0.2", "sgd", "coordinate-wise trimmed mean", "Yin et al., ICML 2018"
+    ),
 }
+
+_FAMILIES: tuple[tuple[str, Registry], ...] = (
+    ("pre", PRE_AGGREGATORS),
+    ("aggregator", AGGREGATORS),
+    ("server", SERVER_OPTIMIZERS),
+)
 
 
 def _stage_kind(name: str) -> str:
-    if name in AGGREGATORS:
-        return "aggregator"
-    if name in SERVER_OPTIMIZERS:
-        return "server"
-    from velocity.strategies.pre_aggregators import PRE_AGGREGATORS
-
-    if name in PRE_AGGREGATORS:
-        return "pre"
-    known = sorted(
-        {*PRESETS, *AGGREGATORS.names(), *SERVER_OPTIMIZERS.names(), *_pre_names()}
-    )
+    for kind, registry in _FAMILIES:
+        if name in registry:
+            return kind
+    known = sorted({*PRESETS, *(n for _, r in _FAMILIES for n in r.names())})
     raise SpecError(f"unknown strategy '{name}'; available: {', '.join(known)}")
 
 
-def _pre_names() -> list[str]:
-    from velocity.strategies.pre_aggregators import PRE_AGGREGATORS
+def canonical_stage(registry: Registry, spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """``{"type": name, **params}`` with defaults filled and the entry's normalisation applied."""
+    entry, params = registry.resolve(spec)
+    normalize = entry.extra.get("normalize")
+    if normalize is not None:
+        params = normalize(params)
+    return {"type": entry.name, **params}
 
-    return PRE_AGGREGATORS.names()
+
+def _check_mu(owner: str, mu: Any) -> float:
+    if isinstance(mu, bool) or not isinstance(mu, int | float) or not mu >= 0:
+        raise SpecError(f"{owner}: parameter 'mu' must be a number >= 0, got {mu!r}")
+    return float(mu)
 
 
 def _from_preset(name: str, params: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
     preset = PRESETS[name]
+    owner = f"strategy '{name}'"
     params = dict(params)
     mu: float | None = None
-    if "client_mu" in preset:
-        mu = params.pop("mu", preset["client_mu"])
-        if isinstance(mu, bool) or not isinstance(mu, int | float) or mu < 0:
-            raise SpecError(f"strategy '{name}': parameter 'mu' must be a number >= 0, got {mu!r}")
-        mu = float(mu)
-    server_name, server_params = parse_component(preset["server"], "server optimizer")
-    server_params.update(preset.get("server_params", {}))
-    server_params.update(params)
-    agg_name, agg_params = parse_component(preset["aggregator"], "aggregator")
-    agg_params.update(preset.get("aggregator_params", {}))
+    if preset.client_mu is not None:
+        mu = _check_mu(owner, params.pop("mu", preset.client_mu))
+    agg_name, agg_params = parse_component(preset.aggregator, "aggregator")
+    server_name, server_params = parse_component(preset.server, "server optimizer")
+    agg_known = {p.name for p in AGGREGATORS.get(agg_name).params}
+    server_known = {p.name for p in SERVER_OPTIMIZERS.get(server_name).params}
+    for key, value in params.items():
+        if key in agg_known and key in server_known:
+            raise SpecError(f"{owner}: parameter '{key}' is ambiguous (aggregator and server)")
+        if key in agg_known:
+            if key in ("k", "beta") and agg_name == "trimmed_mean":
+                agg_params.pop("beta", None)
+            agg_params[key] = value
+        elif key in server_known:
+            server_params[key] = value
+        else:
+            allowed = sorted(agg_known | server_known | ({"mu"} if mu is not None else set()))
+            raise SpecError(
+                f"{owner}: unknown parameter '{key}'; allowed: {', '.join(allowed) or 'none'}"
+            )
     table = {
         "pre": [],
-        "aggregator": AGGREGATORS.canonical({"type": agg_name, **agg_params}),
-        "server": SERVER_OPTIMIZERS.canonical({"type": server_name, **server_params}),
+        "aggregator": canonical_stage(AGGREGATORS, {"type": agg_name, **agg_params}),
+        "server": canonical_stage(SERVER_OPTIMIZERS, {"type": server_name, **server_params}),
     }
     return table, mu
 
 
 def _from_chain(text: str) -> tuple[dict[str, Any], float | None]:
-    from velocity.strategies.pre_aggregators import PRE_AGGREGATORS
-
     stages = [s.strip() for s in text.split(">")]
     if any(not s for s in stages):
         raise SpecError(f"strategy '{text}': empty stage in chain")
@@ -97,35 +142,40 @@ def _from_chain(text: str) -> tuple[dict[str, Any], float | None]:
     server: dict[str, Any] | None = None
     for stage in stages:
         name, _ = parse_component(stage, "strategy")
+        if name in PRESETS:
+            raise SpecError(
+                f"strategy '{text}': preset '{name}' cannot be part of a chain; use its "
+                "stages instead (e.g. 'mean > adam')"
+            )
         kind = _stage_kind(name)
         if kind == "pre":
             if aggregator is not None:
                 raise SpecError(f"strategy '{text}': pre-aggregator '{name}' after the aggregator")
-            pre.append(PRE_AGGREGATORS.canonical(stage))
+            pre.append(canonical_stage(PRE_AGGREGATORS, stage))
         elif kind == "aggregator":
             if aggregator is not None:
                 raise SpecError(f"strategy '{text}': more than one aggregator")
-            aggregator = AGGREGATORS.canonical(stage)
+            aggregator = canonical_stage(AGGREGATORS, stage)
         else:
             if aggregator is None or server is not None:
                 raise SpecError(
                     f"strategy '{text}': the server optimizer '{name}' must come last, "
                     "after the aggregator"
                 )
-            server = SERVER_OPTIMIZERS.canonical(stage)
+            server = canonical_stage(SERVER_OPTIMIZERS, stage)
     if aggregator is None:
-        raise SpecError(f"strategy '{text}': no aggregator; available: {', '.join(AGGREGATORS.names())}")
+        raise SpecError(
+            f"strategy '{text}': no aggregator; available: {', '.join(AGGREGATORS.names())}"
+        )
     return {
         "pre": pre,
         "aggregator": aggregator,
-        "server": server or SERVER_OPTIMIZERS.canonical("sgd"),
+        "server": server or canonical_stage(SERVER_OPTIMIZERS, "sgd"),
     }, None
 
 
 def canonical_strategy(spec: str | Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
     """``(canonical table, client mu or None)`` for any strategy spec form."""
-    from velocity.strategies.pre_aggregators import PRE_AGGREGATORS
-
     if isinstance(spec, str):
         return _from_chain(spec)
     if not isinstance(spec, Mapping):
@@ -134,7 +184,7 @@ def canonical_strategy(spec: str | Mapping[str, Any]) -> tuple[dict[str, Any], f
         name, params = parse_component(spec, "strategy")
         if name in PRESETS:
             return _from_preset(name, params)
-        return _from_chain(_stage_string(spec))
+        return _from_chain(format_component(name, params))
     allowed = {"pre", "aggregator", "server", "mu"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
@@ -147,75 +197,83 @@ def canonical_strategy(spec: str | Mapping[str, Any]) -> tuple[dict[str, Any], f
     pre_specs = spec.get("pre", [])
     if isinstance(pre_specs, str | Mapping):
         pre_specs = [pre_specs]
+    if not isinstance(pre_specs, list | tuple):
+        raise SpecError(f"strategy table: 'pre' must be a list of stages, got {pre_specs!r}")
     mu = spec.get("mu")
-    if mu is not None and (isinstance(mu, bool) or not isinstance(mu, int | float) or mu < 0):
-        raise SpecError(f"strategy table: 'mu' must be a number >= 0, got {mu!r}")
     table = {
-        "pre": [PRE_AGGREGATORS.canonical(p) for p in pre_specs],
-        "aggregator": AGGREGATORS.canonical(spec["aggregator"]),
-        "server": SERVER_OPTIMIZERS.canonical(spec.get("server", "sgd")),
+        "pre": [canonical_stage(PRE_AGGREGATORS, p) for p in pre_specs],
+        "aggregator": canonical_stage(AGGREGATORS, spec["aggregator"]),
+        "server": canonical_stage(SERVER_OPTIMIZERS, spec.get("server", "sgd")),
     }
-    return table, (float(mu) if mu is not None else None)
+    return table, (_check_mu("strategy table", mu) if mu is not None else None)
 
 
-def _stage_string(table: Mapping[str, Any]) -> str:
-    from velocity.registry import format_component
+@dataclass
+class _Stage:
+    entry: Entry[Any]
+    params: dict[str, Any]
 
-    name, params = parse_component(table, "strategy")
-    return format_component(name, params)
+
+def _resolve(registry: Registry, table: Mapping[str, Any]) -> _Stage:
+    entry, params = registry.resolve(table)
+    return _Stage(entry, params)
 
 
 @dataclass
 class Strategy:
-    """A composed, stateful (per run) strategy built from a canonical table."""
+    """A composed strategy built from a canonical table, with per-run state.
+
+    State (server momentum, the previous aggregate for centred clipping, ...) lives in ``state``
+    and is cleared by :meth:`reset`; seeded stages draw from ``child_rng(seed, "strategy",
+    round, position)``.
+    """
 
     table: dict[str, Any]
     seed: int = 0
     state: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._pre = [_resolve(PRE_AGGREGATORS, t) for t in self.table["pre"]]
+        self._aggregator = _resolve(AGGREGATORS, self.table["aggregator"])
+        self._server = _resolve(SERVER_OPTIMIZERS, self.table["server"])
 
     def reset(self, seed: int) -> None:
         """Forget all state (momentum, previous aggregate, ...) and re-seed for a new run."""
         self.seed = seed
         self.state = {}
 
-    def aggregate(self, updates: np.ndarray, weights: np.ndarray, round_index: int = 0) -> np.ndarray:
+    def aggregate(
+        self, updates: np.ndarray, weights: np.ndarray, round_index: int = 0
+    ) -> np.ndarray:
         """Pre-aggregators then the aggregator: ``(n, d)`` updates -> ``(d,)`` aggregate."""
-        from velocity.strategies.pre_aggregators import PRE_AGGREGATORS
-
-        for position, stage in enumerate(self.table["pre"]):
-            entry, params = PRE_AGGREGATORS.resolve(stage)
-            updates = _call_stage(entry, updates, weights, params, self, round_index, position)
-        entry, params = AGGREGATORS.resolve(self.table["aggregator"])
-        return _call_stage(entry, updates, weights, params, self, round_index, len(self.table["pre"]))
+        for position, stage in enumerate(self._pre):
+            updates, weights = self._call(stage, updates, weights, round_index, position)
+        out = self._call(self._aggregator, updates, weights, round_index, len(self._pre))
+        return np.asarray(out, dtype=np.float32)
 
     def step(
         self, params: np.ndarray, updates: np.ndarray, weights: np.ndarray, round_index: int
     ) -> np.ndarray:
         """One server round: aggregate the updates and apply the server optimizer."""
         agg = self.aggregate(updates, weights, round_index)
-        entry, opt_params = SERVER_OPTIMIZERS.resolve(self.table["server"])
-        opt_state = self.state.setdefault("server", {})
-        return np.asarray(entry.obj(params, agg, opt_state, **opt_params), dtype=np.float32)
+        server_state = self.state.setdefault("server", {})
+        stage = self._server
+        return np.asarray(stage.entry.obj(params, agg, server_state, **stage.params), np.float32)
 
-
-def _call_stage(
-    entry: Any,
-    updates: np.ndarray,
-    weights: np.ndarray,
-    params: dict[str, Any],
-    strategy: Strategy,
-    round_index: int,
-    position: int,
-) -> np.ndarray:
-    kwargs = dict(params)
-    if entry.extra.get("seeded"):
-        from velocity.seeds import child_rng
-
-        kwargs["rng"] = child_rng(strategy.seed, "strategy", round_index, position)
-    if entry.extra.get("stateful"):
-        kwargs["state"] = strategy.state.setdefault(f"stage{position}", {})
-    out: np.ndarray = entry.obj(updates, weights, **kwargs)
-    return out
+    def _call(
+        self,
+        stage: _Stage,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        round_index: int,
+        position: int,
+    ) -> Any:
+        kwargs = dict(stage.params)
+        if stage.entry.extra.get("seeded"):
+            kwargs["rng"] = child_rng(self.seed, "strategy", round_index, position)
+        if stage.entry.extra.get("stateful"):
+            kwargs["state"] = self.state.setdefault(f"stage{position}", {})
+        return stage.entry.obj(updates, weights, **kwargs)
 
 
 def build_strategy(spec: str | Mapping[str, Any], seed: int = 0) -> Strategy:
@@ -233,15 +291,16 @@ def aggregate(
 ) -> np.ndarray:
     """Aggregate an ``(n, d)`` update matrix with the strategy ``spec`` (server step excluded).
 
-    ``weights=None`` means equal weights. Inputs are never modified.
+    ``weights=None`` means equal weights. Inputs are never modified. A rule whose precondition
+    fails for this ``n`` raises :class:`velocity.errors.RunError`.
     """
-    updates = np.asarray(updates)
-    if updates.ndim != 2:
-        raise SpecError(f"updates must be a 2-D (n, d) array, got shape {updates.shape}")
-    updates = updates.astype(np.float32, copy=False)
-    n = updates.shape[0]
-    if n == 0:
-        raise SpecError("updates must have at least one row")
+    matrix = np.asarray(updates)
+    if matrix.ndim != 2:
+        raise SpecError(f"updates must be a 2-D (n, d) array, got shape {matrix.shape}")
+    matrix = matrix.astype(np.float32, copy=False)
+    n = matrix.shape[0]
+    if n == 0 or matrix.shape[1] == 0:
+        raise SpecError(f"updates must have at least one row and one column, got {matrix.shape}")
     if weights is None:
         w = np.ones(n, dtype=np.float64)
     else:
@@ -250,4 +309,4 @@ def aggregate(
             raise SpecError(f"weights must have shape ({n},), got {w.shape}")
         if np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
             raise SpecError("weights must be finite, >= 0 and not all zero")
-    return build_strategy(spec, seed=seed).aggregate(updates, w)
+    return build_strategy(spec, seed=seed).aggregate(matrix, w)

@@ -1,0 +1,143 @@
+"""Property tests (hypothesis): kernels against brute-force references from the definitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from velocity.strategies import AGGREGATORS, aggregate
+from velocity.strategies._kernels import _sorting_network, gram, pairwise_sq_distances
+
+VALUES = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+
+
+def matrices(min_rows: int = 1, max_rows: int = 60, max_cols: int = 7) -> Any:
+    shape = st.tuples(st.integers(min_rows, max_rows), st.integers(1, max_cols))
+    return shape.flatmap(lambda s: arrays(np.float32, s, elements=VALUES))
+
+
+@pytest.mark.parametrize("n", range(1, 17))
+def test_sorting_network_sorts_every_zero_one_input(n: int) -> None:
+    # 0-1 principle: a comparator network sorts everything iff it sorts all 0/1 inputs.
+    wires = ((np.arange(2**n)[None, :] >> np.arange(n)[:, None]) & 1).astype(np.int8)
+    for low, high in _sorting_network(n):
+        wires[low], wires[high] = (
+            np.minimum(wires[low], wires[high]),
+            np.maximum(wires[low], wires[high]),
+        )
+    assert np.all(np.diff(wires, axis=0) >= 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(matrices())
+def test_median_matches_numpy(updates: np.ndarray) -> None:
+    expected = np.median(updates.astype(np.float64), axis=0).astype(np.float32)
+    np.testing.assert_array_equal(aggregate("median", updates), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(matrices(), st.data())
+def test_trimmed_mean_matches_its_definition(updates: np.ndarray, data: Any) -> None:
+    n = updates.shape[0]
+    k = data.draw(st.integers(0, (n - 1) // 2))
+    expected = np.sort(updates.astype(np.float64), axis=0)[k : n - k].mean(axis=0)
+    np.testing.assert_allclose(aggregate(f"trimmed_mean:k={k}", updates), expected, atol=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(matrices(), st.data())
+def test_mean_matches_float64_reference(updates: np.ndarray, data: Any) -> None:
+    n = updates.shape[0]
+    weights = np.asarray(data.draw(st.lists(st.integers(1, 1000), min_size=n, max_size=n)), float)
+    expected = (weights / weights.sum()) @ updates.astype(np.float64)
+    np.testing.assert_allclose(aggregate("mean", updates, weights), expected, atol=1e-3, rtol=1e-6)
+
+
+def naive_krum_scores(updates: np.ndarray, f: int) -> np.ndarray:
+    x = updates.astype(np.float64)
+    n = len(x)
+    scores = []
+    for i in range(n):
+        others = sorted(float(((x[i] - x[j]) ** 2).sum()) for j in range(n) if j != i)
+        scores.append(sum(others[: n - f - 2]))
+    return np.asarray(scores)
+
+
+@settings(max_examples=40, deadline=None)
+@given(matrices(min_rows=5, max_rows=14), st.data())
+def test_krum_and_multi_krum_match_brute_force(updates: np.ndarray, data: Any) -> None:
+    n = updates.shape[0]
+    f = data.draw(st.integers(0, (n - 3) // 2))
+    scores = naive_krum_scores(updates, f)
+    winners = np.flatnonzero(np.isclose(scores, scores.min(), rtol=1e-9, atol=1e-6))
+    out = aggregate(f"krum:f={f}", updates)
+    assert any(np.array_equal(out, updates[w]) for w in winners)
+    if len(winners) == 1 and np.unique(scores).size == n:
+        m = data.draw(st.integers(1, n))
+        chosen = np.argsort(scores)[:m]
+        expected = updates[chosen].astype(np.float64).mean(axis=0)
+        got = aggregate(f"multi_krum:f={f},m={m}", updates)
+        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(matrices(min_rows=2, max_rows=12), st.floats(-1e3, 1e3, allow_nan=False))
+def test_translation_equivariance(updates: np.ndarray, shift: float) -> None:
+    # Every aggregator except centred clipping (anchored at its state) commutes with translation.
+    shift32 = np.float32(shift)
+    n = updates.shape[0]
+    for entry in AGGREGATORS:
+        if entry.name == "centered_clipping":
+            continue
+        params: dict[str, Any] = {}
+        if "f" in entry.defaults():
+            params["f"] = 0
+        if (entry.name == "bulyan" and n < 3) or (entry.name in ("krum", "multi_krum") and n < 3):
+            continue
+        if entry.name == "arkrum" and n < 3:
+            continue
+        spec = {"type": entry.name, **params}
+        a = aggregate(spec, updates) + shift32
+        b = aggregate(spec, updates + shift32)
+        scale = 1e-4 * (1 + np.abs(updates).max() + abs(shift))
+        np.testing.assert_allclose(a, b, atol=scale * 10)
+
+
+def test_gram_distances_stay_accurate_with_far_outliers() -> None:
+    # Enough columns for the Gram path; outliers 1e5 away must not blur honest distances.
+    rng = np.random.default_rng(0)
+    honest = rng.normal(0.0, 0.01, size=(10, 50_000))
+    outliers = np.full((2, 50_000), 1e5)
+    updates = np.concatenate([honest, outliers]).astype(np.float32)
+    x = updates.astype(np.float64)
+    exact = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    approx = pairwise_sq_distances(updates)
+    np.testing.assert_allclose(approx[:10, :10], exact[:10, :10], rtol=1e-4)
+    g = gram(updates)
+    diag = np.diag(g)
+    from_gram = diag[:, None] + diag[None, :] - 2 * g
+    np.testing.assert_allclose(from_gram[:10, :10], exact[:10, :10], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [7, 12, 45, 62])
+def test_bulyan_coordinate_stage_matches_its_definition(n: int) -> None:
+    # n = 45 and 62 exercise the many-rows layout, 7 and 12 the sorting network.
+    from velocity.strategies.aggregators import bulyan_select
+
+    rng = np.random.default_rng(n)
+    updates = rng.standard_cauchy(size=(n, 300)).astype(np.float32)
+    f = (n - 3) // 4
+    chosen = bulyan_select(pairwise_sq_distances(updates), f)
+    values = np.sort(updates[chosen].astype(np.float64), axis=0)
+    beta = len(chosen) - 2 * f
+    median = np.median(values, axis=0)
+    expected = [
+        values[np.argsort(np.abs(values[:, j] - median[j]), kind="stable")[:beta], j].mean()
+        for j in range(values.shape[1])
+    ]
+    np.testing.assert_allclose(aggregate(f"bulyan:f={f}", updates), expected, rtol=1e-5, atol=1e-5)
