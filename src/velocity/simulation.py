@@ -129,7 +129,8 @@ def run_simulation(spec: RunSpec, *, on_round: RoundCallback | None = None) -> R
     rounds ends the run with status ``failed``; a non-finite loss ends it as ``diverged``.
     """
     started_at, t_start = _utc_now(), time.perf_counter()
-    with threadpool_limits(limits=1):
+    # Overflow is how divergence shows up; it is recorded as the run's status, not warned about.
+    with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore"):
         setup = prepare_run(spec)
         rounds: list[dict[str, Any]] = []
         status, error = "complete", None

@@ -1,15 +1,43 @@
-"""Attacks: Byzantine model poisoning (on the update matrix) and data poisoning (on local data)."""
+"""Attacks: Byzantine model poisoning (on the update matrix) and data poisoning (on local data).
+
+Every attack is a pure function in the ``ATTACKS`` registry; ``build_threat_model`` binds a run's
+attacks and its malicious clients for the round loop.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from velocity.registry import Registry
+from velocity.attacks import data_poisoning, model_poisoning  # noqa: F401  (registers entries)
+from velocity.attacks.base import (
+    ATTACKS,
+    DataAttack,
+    ModelAttack,
+    data_attack,
+    describe_attacks,
+    model_attack,
+)
+from velocity.attacks.threat import (
+    BoundAttack,
+    ThreatModel,
+    build_threat_model,
+    draw_malicious_clients,
+)
 
-__all__ = ["ATTACKS", "canonical_attack"]
-
-ATTACKS: Registry = Registry("attack")
+__all__ = [
+    "ATTACKS",
+    "BoundAttack",
+    "DataAttack",
+    "ModelAttack",
+    "ThreatModel",
+    "build_threat_model",
+    "canonical_attack",
+    "data_attack",
+    "describe_attacks",
+    "draw_malicious_clients",
+    "model_attack",
+]
 
 
 def canonical_attack(spec: str | Mapping[str, Any]) -> dict[str, Any]:
