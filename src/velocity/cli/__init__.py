@@ -17,6 +17,8 @@ from velocity.cli import attacks as _attacks  # noqa: F401  isort: skip
 from velocity.cli import info as _info  # noqa: F401  isort: skip
 from velocity.cli import run as _run  # noqa: F401  isort: skip
 from velocity.cli import strategies as _strategies  # noqa: F401  isort: skip
+from velocity.cli import store as _store  # noqa: F401  isort: skip
+from velocity.cli import sweep as _sweep  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from velocity.cli._app import app, err_console, out_console, print_json
 from velocity.simulation import RunResult, run_simulation
 from velocity.spec import RunSpec, load_toml_runs, spec_from_mapping
+from velocity.store import open_store, recorded_run
 
 __all__ = ["collect_overrides", "result_to_json", "run_command"]
 
@@ -117,6 +118,9 @@ def run_command(
     json_output: bool = typer.Option(
         False, "--json", help="JSON on stdout (progress and logs on stderr)."
     ),
+    store: Path | None = typer.Option(
+        None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
+    ),
 ) -> int:
     """Run federated training: every run of SPEC (or one run from flags), flags overriding."""
     overrides = collect_overrides(
@@ -144,8 +148,11 @@ def run_command(
     else:
         specs = [spec_from_mapping(overrides, "command line")]
     results = []
+    run_store = open_store(store)
     for spec in specs:
-        result = _run_with_progress(spec, show=err_console.is_terminal)
+        with recorded_run(run_store, spec) as record:
+            result = _run_with_progress(spec, show=err_console.is_terminal)
+            record(result)
         results.append(result)
         if not json_output:
             out_console.print(_round_table(result))
@@ -153,6 +160,7 @@ def run_command(
                 err_console.print(f"[red]run {spec.name} failed:[/] {result.error}")
         else:
             err_console.print(f"{spec.name}: {result.status}")
+    run_store.close()
     if json_output:
         print_json([result_to_json(r) for r in results])
     return 1 if any(r.status == "failed" for r in results) else 0

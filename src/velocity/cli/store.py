@@ -1,0 +1,231 @@
+"""``velocity runs``, ``velocity show`` and ``velocity leaderboard``: read the run store."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from velocity.cli._app import app, out_console, print_json
+from velocity.errors import InputError
+from velocity.leaderboard import LEADERBOARD_METRICS, Leaderboard, build_leaderboard
+from velocity.report import attack_label, strategy_label
+from velocity.store import RunRecord, default_store_path, open_store
+
+__all__ = ["leaderboard_command", "runs_command", "show_command"]
+
+STORE_OPTION = typer.Option(
+    None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
+)
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
+
+
+def _existing_store_path(store: Path | None) -> Path:
+    """Reading commands never create a store: a missing one is an input error."""
+    path = default_store_path(store)
+    if not path.is_file():
+        raise InputError(
+            "no run store here yet (run 'velocity run' or 'velocity sweep' first)", source=str(path)
+        )
+    return path
+
+
+def _clean(value: Any) -> Any:
+    """JSON for humans and tools: non-finite floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _record_row(record: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": record.run_id,
+        "name": record.name,
+        "status": record.status,
+        "source": record.source,
+        "seed": record.seed,
+        "dataset": record.spec.get("dataset", {}).get("type"),
+        "strategy": strategy_label(record.spec),
+        "attack": attack_label(record.spec),
+        "test_accuracy": record.final.get("test_accuracy"),
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "wall_seconds": record.wall_seconds,
+        "fingerprint": record.fingerprint,
+    }
+
+
+@app.command("runs")
+def runs_command(
+    sweep: Path | None = typer.Option(None, "--sweep", help="Only the runs of this sweep folder."),
+    store: Path | None = STORE_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """List the runs recorded in the run store (oldest first)."""
+    path = _existing_store_path(store)
+    source = str(sweep.resolve()) if sweep is not None else None
+    with open_store(path) as run_store:
+        rows = [_record_row(r) for r in run_store.list_runs(source=source)]
+    if json_output:
+        print_json(_clean(rows))
+        return
+    table = Table(title=f"runs in {path}")
+    for column in (
+        "id",
+        "name",
+        "status",
+        "dataset",
+        "strategy",
+        "attack",
+        "seed",
+        "acc",
+        "started",
+    ):
+        table.add_column(column, justify="right" if column in ("seed", "acc") else "left")
+    for row in rows:
+        table.add_row(
+            row["run_id"][:8],
+            row["name"],
+            row["status"],
+            str(row["dataset"]),
+            row["strategy"],
+            row["attack"],
+            str(row["seed"]),
+            _fmt(row["test_accuracy"]),
+            row["started_at"],
+        )
+    out_console.print(table)
+
+
+@app.command("show")
+def show_command(
+    run: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix or name."),
+    store: Path | None = STORE_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Print one stored run: status, spec, final and best metrics, per-round records."""
+    with open_store(_existing_store_path(store)) as run_store:
+        record = run_store.find_run(run)
+    if json_output:
+        print_json(_clean(record.to_dict()))
+        return
+    out_console.print(f"[bold]{record.name}[/] ({record.run_id}) — {record.status}")
+    for label, value in (
+        ("source", record.source or "velocity run"),
+        ("fingerprint", record.fingerprint),
+        ("started", record.started_at),
+        ("finished", record.finished_at),
+        ("wall seconds", _fmt(record.wall_seconds, 2)),
+        ("strategy", strategy_label(record.spec)),
+        ("attack", attack_label(record.spec)),
+        ("error", record.error),
+    ):
+        if value is not None:
+            out_console.print(f"  {label}: {value}", highlight=False)
+    table = Table(title="final / best")
+    table.add_column("metric")
+    table.add_column("final", justify="right")
+    table.add_column("best", justify="right")
+    for key in sorted(set(record.final) | set(record.best)):
+        table.add_row(key, _fmt(record.final.get(key)), _fmt(record.best.get(key)))
+    out_console.print(table)
+    out_console.print("spec:", record.spec)
+
+
+def _print_leaderboard(board: Leaderboard) -> None:
+    arrow = "higher is better" if board.higher_is_better else "lower is better"
+    unit = f" ({board.unit})" if board.unit else ""
+    table = Table(title=f"leaderboard: {board.metric}{unit}, {arrow}")
+    for column in (
+        "#",
+        "configuration",
+        "dataset",
+        "strategy",
+        "attack",
+        "n",
+        "mean",
+        "std",
+        "95% CI",
+        "vs best",
+    ):
+        table.add_column(column, justify="right" if column in ("#", "n", "mean", "std") else "left")
+    if board.metric == "rounds-to-target":
+        table.add_column("reached", justify="right")
+    if board.metric == "pareto":
+        table.add_column("comm MB", justify="right")
+        table.add_column("front", justify="right")
+    for row in board.rows:
+        if row.best:
+            verdict = "best"
+        elif row.p_value is None:
+            verdict = "n/a (needs 2+ seeds)"
+        else:
+            verdict = f"{'worse' if row.significant else 'tie'} (p={row.p_value:.3g})"
+        interval = "-" if row.ci_low is None else f"[{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]"
+        cells = [
+            str(row.rank),
+            row.label,
+            row.dataset,
+            row.strategy,
+            row.attack,
+            str(row.runs),
+            _fmt(row.mean),
+            _fmt(row.std),
+            interval,
+            verdict,
+        ]
+        if board.metric == "rounds-to-target":
+            cells.append(str(row.extra.get("reached")))
+        if board.metric == "pareto":
+            cells += [_fmt(row.extra.get("comm_cost_mb"), 3), _fmt(row.extra.get("pareto_front"))]
+        table.add_row(*cells)
+    out_console.print(table)
+    out_console.print(
+        f"'worse': Welch's t-test against the best, p < {board.alpha:g}; "
+        "'tie': no significant difference.",
+        highlight=False,
+    )
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    metric: str = typer.Option(
+        "accuracy", "--metric", help=f"One of: {', '.join(LEADERBOARD_METRICS)}."
+    ),
+    target: float = typer.Option(0.9, "--target", help="Accuracy target for rounds-to-target."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Only runs on this dataset."),
+    attack: str | None = typer.Option(
+        None, "--attack", help="Only runs under this attack ('none' for no attack)."
+    ),
+    store: Path | None = STORE_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Rank configurations over seeds: mean, std, 95% CI, significance vs the best."""
+    if metric not in LEADERBOARD_METRICS:
+        raise InputError(
+            f"--metric must be one of {', '.join(LEADERBOARD_METRICS)}, got {metric!r}"
+        )
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"--target must be an accuracy in (0, 1], got {target!r}")
+    with open_store(_existing_store_path(store)) as run_store:
+        records = run_store.list_runs(with_rounds=metric == "rounds-to-target")
+    board = build_leaderboard(records, metric, target=target, dataset=dataset, attack=attack)
+    if json_output:
+        print_json(_clean(board.to_dict()))
+    else:
+        _print_leaderboard(board)

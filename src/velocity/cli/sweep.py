@@ -1,0 +1,265 @@
+"""``velocity sweep``: run an experiment file, or ad-hoc strategy x attack x seed lists, at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from velocity.cli._app import app, err_console, out_console, print_json
+from velocity.cli.run import collect_overrides
+from velocity.errors import InputError
+from velocity.experiment import load_experiment, specs_from_flags, split_spec_list
+from velocity.store import open_store
+from velocity.sweep import (
+    SweepEvent,
+    SweepResult,
+    default_out_dir,
+    load_sweep_specs,
+    run_sweep,
+    validate_sweep_request,
+)
+
+__all__ = ["command_line", "parse_seeds", "sweep_command"]
+
+
+def parse_seeds(text: str) -> int | list[int]:
+    """``--seeds 3`` (seeds 0, 1, 2) or ``--seeds 0,4,7`` (exactly those)."""
+    try:
+        if "," not in text and ";" not in text:
+            count = int(text)
+            if count <= 0:
+                raise ValueError
+            return count
+        seeds = [int(part) for part in text.replace(";", ",").split(",")]
+        if any(s < 0 for s in seeds):
+            raise ValueError
+        return seeds
+    except ValueError:
+        raise InputError(
+            f"--seeds must be a count N > 0 or a comma list of seeds >= 0, got {text!r}"
+        ) from None
+
+
+class _ProgressView:
+    """Live progress on stderr when it is a terminal; one line per finished run otherwise."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __call__(self, event: SweepEvent) -> None:
+        kind = event["event"]
+        if self.live:
+            self._live(event)
+        elif kind == "run":
+            line = f"[{event['done']}/{event['total']}] {event['name']}: {event['status']}"
+            if event.get("error"):
+                line += f" ({event['error']})"
+            err_console.print(line, highlight=False, soft_wrap=True)
+
+    def _live(self, event: SweepEvent) -> None:
+        if event["event"] == "start":
+            self.progress = Progress(
+                TextColumn("[bold]sweep"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("running {task.fields[running]} · failed {task.fields[failed]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "sweep",
+                total=event["total"],
+                completed=event["done"],
+                running=0,
+                failed=event["failed"],
+            )
+            return
+        if self.progress is None:
+            return
+        self.progress.update(
+            self.task, completed=event["done"], running=event["running"], failed=event["failed"]
+        )
+        if event["event"] == "run" and event["status"] == "failed":
+            self.progress.console.print(f"[red]{event['name']} failed:[/] {event['error']}")
+        if event["event"] == "end":
+            self.close()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _print_result(result: SweepResult) -> None:
+    table = Table(title=f"sweep: {result.out_dir}")
+    table.add_column("run")
+    table.add_column("status")
+    table.add_column("final acc", justify="right")
+    table.add_column("error")
+    for outcome in result.results.values():
+        accuracy = outcome.final.get("test_accuracy")
+        shown = f"{accuracy:.4f}" if isinstance(accuracy, float) else "-"
+        style = {"failed": "red", "diverged": "yellow"}.get(outcome.status, "")
+        status = f"[{style}]{outcome.status}[/]" if style else outcome.status
+        table.add_row(outcome.name, status, shown, outcome.error or "")
+    out_console.print(table)
+    out_console.print(f"report: {result.out_dir / 'report.html'}")
+
+
+def _result_json(result: SweepResult) -> dict[str, Any]:
+    return {
+        "out_dir": str(result.out_dir),
+        "complete": result.complete,
+        "exit_code": result.exit_code,
+        "warnings": result.warnings,
+        "runs": {
+            name: {
+                "status": o.status,
+                "error": o.error,
+                "fingerprint": o.fingerprint,
+                "final": o.final,
+                "resumed": o.resumed,
+            }
+            for name, o in result.results.items()
+        },
+    }
+
+
+def command_line(ctx: typer.Context) -> list[str]:
+    """The invocation, rebuilt from the parsed parameters (independent of how it was called)."""
+    words = ["velocity", ctx.info_name or "sweep"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None or value is False or value == param.default:
+            continue
+        if param.param_type_name == "argument":
+            words.append(str(value))
+        elif value is True:
+            words.append(param.opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return words
+
+
+@app.command("sweep")
+def sweep_command(
+    ctx: typer.Context,
+    experiment: Path | None = typer.Argument(
+        None, metavar="EXPERIMENT", help="TOML experiment: [shared], [[runs]], [matrix]."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (default out/<UTC timestamp>-sweep)."
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", metavar="OUT_DIR", help="Finish the interrupted sweep in OUT_DIR."
+    ),
+    parallel: int | None = typer.Option(
+        None, "--parallel", help="Worker processes (default: number of cores)."
+    ),
+    store: Path | None = typer.Option(
+        None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
+    ),
+    strategies: str | None = typer.Option(
+        None, "--strategies", help="Strategy specs, e.g. 'fedavg,krum:f=2' (';' also separates)."
+    ),
+    attacks: str | None = typer.Option(
+        None, "--attacks", help="Attack specs, e.g. 'sign_flip,alie'; adds no-attack baselines."
+    ),
+    seeds: str | None = typer.Option(None, "--seeds", help="Seed count N, or a list '0,3,7'."),
+    target: float = typer.Option(
+        0.9, "--target", help="Accuracy target for 'rounds to target' in the report."
+    ),
+    dataset: str | None = typer.Option(None, "--dataset", help="Dataset spec, e.g. digits."),
+    partition: str | None = typer.Option(None, "--partition", help="Partition spec."),
+    num_clients: int | None = typer.Option(None, "--num-clients", help="Number of clients."),
+    clients_per_round: int | None = typer.Option(
+        None, "--clients-per-round", help="Clients sampled per round."
+    ),
+    rounds: int | None = typer.Option(None, "--rounds", help="Number of rounds."),
+    local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size."),
+    lr: float | None = typer.Option(None, "--lr", help="Client learning rate."),
+    model: str | None = typer.Option(None, "--model", help="Model spec, e.g. logreg."),
+    byzantine: float | None = typer.Option(
+        None, "--byzantine", help="Malicious clients: fraction < 1 or a count."
+    ),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Evaluate every N rounds."),
+    json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
+) -> int:
+    """Run many runs in parallel and write a sweep folder with a comparison report."""
+    overrides = collect_overrides(
+        dataset=dataset,
+        partition=partition,
+        num_clients=num_clients,
+        clients_per_round=clients_per_round,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        model=model,
+        byzantine=byzantine,
+        eval_every=eval_every,
+    )
+    adhoc = strategies is not None or attacks is not None or seeds is not None
+    if resume is not None:
+        if experiment is not None or adhoc or overrides or out is not None:
+            raise InputError(
+                "--resume takes the runs from OUT_DIR; give no EXPERIMENT, --out or run flags"
+            )
+        specs = load_sweep_specs(resume)
+        out_dir = resume
+    else:
+        if experiment is not None and adhoc:
+            raise InputError("give either EXPERIMENT or --strategies/--attacks/--seeds, not both")
+        if experiment is not None:
+            specs = load_experiment(experiment, overrides)
+        else:
+            specs = specs_from_flags(
+                strategies=split_spec_list(strategies, "--strategies") if strategies else None,
+                attacks=split_spec_list(attacks, "--attacks") if attacks else None,
+                seeds=parse_seeds(seeds) if seeds is not None else None,
+                shared=overrides,
+            )
+        out_dir = out if out is not None else default_out_dir()
+    validate_sweep_request(specs, out_dir, parallel, resume is not None)
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"--target must be an accuracy in (0, 1], got {target!r}")
+    view = _ProgressView(live=err_console.is_terminal and not json_output)
+    with open_store(store) as run_store:
+        try:
+            result = run_sweep(
+                specs,
+                out_dir,
+                parallel=parallel,
+                command=command_line(ctx),
+                resume=resume is not None,
+                store=run_store,
+                on_event=view,
+                target_accuracy=target,
+            )
+        finally:
+            view.close()
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if json_output:
+        print_json(_result_json(result))
+    else:
+        _print_result(result)
+    return result.exit_code

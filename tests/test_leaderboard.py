@@ -1,0 +1,214 @@
+"""Leaderboard: Student-t statistics against scipy, grouping over seeds, metrics and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from velocity.cli import main
+from velocity.errors import InputError
+from velocity.leaderboard import (
+    build_leaderboard,
+    mean_confidence_interval,
+    regularized_incomplete_beta,
+    student_t_cdf,
+    student_t_ppf,
+    welch_t_test,
+)
+from velocity.spec import spec_from_mapping
+from velocity.store import RunRecord, open_store, run_start
+
+BASE = {"model": "logreg", "rounds": 3, "num_clients": 5}
+
+
+@pytest.fixture(autouse=True)
+def _private_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VELOCITY_STORE", str(tmp_path / "runs.db"))
+
+
+@pytest.mark.parametrize("df", [1, 2, 3.5, 10, 30, 200])
+@pytest.mark.parametrize("t", [-8.0, -2.1, -0.3, 0.0, 0.7, 1.96, 4.0, 25.0])
+def test_student_t_cdf_matches_scipy(t: float, df: float) -> None:
+    assert student_t_cdf(t, df) == pytest.approx(stats.t.cdf(t, df), rel=1e-10, abs=1e-14)
+
+
+@pytest.mark.parametrize("df", [1, 2, 4, 9, 60])
+@pytest.mark.parametrize("p", [0.025, 0.5, 0.9, 0.975, 0.999])
+def test_student_t_ppf_matches_scipy(p: float, df: float) -> None:
+    assert student_t_ppf(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9, abs=1e-12)
+
+
+def test_incomplete_beta_matches_scipy() -> None:
+    from scipy.special import betainc
+
+    for a, b, x in [(0.5, 0.5, 0.3), (5, 0.5, 0.9), (30, 2, 0.99), (2, 7, 0.01), (1, 1, 0.42)]:
+        assert regularized_incomplete_beta(a, b, x) == pytest.approx(betainc(a, b, x), rel=1e-11)
+    with pytest.raises(ValueError):
+        regularized_incomplete_beta(0, 1, 0.5)
+
+
+def test_welch_matches_scipy_and_handles_degenerate_samples() -> None:
+    a, b = [0.91, 0.93, 0.92, 0.95], [0.85, 0.9, 0.86]
+    expected = stats.ttest_ind(a, b, equal_var=False).pvalue
+    assert welch_t_test(a, b) == pytest.approx(expected, rel=1e-9)
+    assert welch_t_test([0.9], b) is None
+    assert welch_t_test([0.5, 0.5], [0.5, 0.5]) == 1.0
+    assert welch_t_test([0.5, 0.5], [0.4, 0.4]) == 0.0
+
+
+def test_confidence_interval_matches_scipy() -> None:
+    values = [0.9, 0.92, 0.87, 0.95]
+    mean, std, low, high = mean_confidence_interval(values)
+    interval = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+    assert (low, high) == pytest.approx(interval, rel=1e-10)
+    assert std == pytest.approx(stats.tstd(values))
+    assert mean_confidence_interval([0.5]) == (0.5, None, None, None)
+
+
+def _record(
+    name: str,
+    seed: int,
+    accuracy: float,
+    *,
+    status: str = "complete",
+    finished: str = "2025-01-01T00:01:00.000Z",
+    **fields: object,
+) -> RunRecord:
+    spec = spec_from_mapping({**BASE, "name": name, "seed": seed, **fields})
+    rounds = [
+        {"round": 1, "test_accuracy": accuracy - 0.1, "bytes_up": 10, "bytes_down": 10},
+        {"round": 2, "test_accuracy": accuracy, "bytes_up": 10, "bytes_down": 10},
+    ]
+    return RunRecord(
+        run_id=f"{name}-{seed}-{finished}",
+        name=name,
+        source="/s",
+        fingerprint=spec.fingerprint,
+        fingerprint_without_seed=spec.fingerprint_without_seed,
+        seed=seed,
+        spec=spec.canonical(),
+        status=status,
+        started_at="2025-01-01T00:00:00.000Z",
+        finished_at=finished,
+        wall_seconds=1.0 + seed,
+        final={"test_accuracy": accuracy},
+        totals={"bytes": 40},
+        rounds=rounds,
+    )
+
+
+def _records() -> list[RunRecord]:
+    good = [0.95, 0.96, 0.94, 0.95]
+    close = [0.95, 0.94, 0.96, 0.95]
+    poor = [0.70, 0.72, 0.69, 0.71]
+    records = []
+    for seed in range(4):
+        records.append(_record(f"good__s{seed}", seed, good[seed], lr=0.1))
+        records.append(_record(f"close__s{seed}", seed, close[seed], lr=0.09))
+        records.append(_record(f"poor__s{seed}", seed, poor[seed], lr=0.01))
+    return records
+
+
+def test_groups_over_seeds_rank_and_mark_significance() -> None:
+    board = build_leaderboard(_records(), "accuracy")
+    labels = [row.label for row in board.rows]
+    assert labels == ["close", "good", "poor"] or labels == ["good", "close", "poor"]
+    best, tie, worse = board.rows
+    assert best.best and best.runs == 4 and best.mean == pytest.approx(0.95)
+    assert best.ci_low is not None and best.ci_low < best.mean < (best.ci_high or 0)
+    assert tie.significant is False and tie.p_value == pytest.approx(1.0)
+    assert worse.significant is True and (worse.p_value or 1) < 1e-6
+    assert worse.rank == 3
+
+
+def test_failed_runs_and_duplicates_do_not_count() -> None:
+    records = _records()
+    records.append(_record("poor__s0", 0, 0.1, status="failed", lr=0.01))
+    # The same run stored again later (a re-run): it replaces, never doubles, the sample.
+    records.append(_record("poor__s0", 0, 0.70, lr=0.01, finished="2025-02-01T00:00:00.000Z"))
+    poor = next(r for r in build_leaderboard(records).rows if r.label == "poor")
+    assert poor.runs == 4 and sorted(poor.values) == sorted([0.70, 0.72, 0.69, 0.71])
+
+
+def test_other_metrics_rank_in_their_direction() -> None:
+    records = _records()
+    wall = build_leaderboard(records, "wall-clock")
+    assert not wall.higher_is_better and wall.rows[0].mean == pytest.approx(2.5)
+    reach = build_leaderboard(records, "rounds-to-target", target=0.9)
+    assert [r.extra["reached"] for r in reach.rows][-1] == "0/4"
+    assert reach.rows[0].mean == 2.0
+    comm = build_leaderboard(records, "comm-cost")
+    assert comm.rows[0].mean == pytest.approx(40 / 1e6)
+    pareto = build_leaderboard(records, "pareto")
+    assert pareto.rows[0].extra["pareto_front"] == 1
+    assert pareto.rows[-1].label == "poor" and pareto.rows[-1].extra["pareto_front"] > 1
+
+
+def test_robustness_is_the_drop_against_the_same_seed_baseline() -> None:
+    records = [_record(f"clean__s{s}", s, 0.9 + s / 100) for s in range(3)]
+    records += [
+        _record(f"attacked__s{s}", s, 0.6, attack="sign_flip", byzantine=1) for s in range(3)
+    ]
+    board = build_leaderboard(records, "robustness")
+    assert [row.label for row in board.rows] == ["attacked"]
+    assert board.rows[0].values == pytest.approx([0.3, 0.31, 0.32])
+    filtered = build_leaderboard(records, "accuracy", attack="sign_flip")
+    assert [row.label for row in filtered.rows] == ["attacked"]
+    assert [r.label for r in build_leaderboard(records, attack="none").rows] == ["clean"]
+    assert build_leaderboard(records, dataset="wine").rows == []
+
+
+def test_bad_metric_or_target_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="--metric must be one of"):
+        build_leaderboard([], "speed")
+    with pytest.raises(InputError, match="--target"):
+        build_leaderboard([], "rounds-to-target", target=1.5)
+
+
+def test_cli_leaderboard_reads_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_store() as store:
+        for record in _records():
+            spec = spec_from_mapping(record.spec)
+            run_id = store.start_run(run_start(spec, "/s", record.started_at))
+            store.finish_run(
+                run_id,
+                status="complete",
+                error=None,
+                finished_at=record.finished_at or "",
+                wall_seconds=1.0,
+                final=record.final,
+                best={},
+                totals=record.totals,
+                rounds=record.rounds or [],
+            )
+    assert main(["leaderboard", "--metric", "accuracy", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["metric"] == "accuracy" and len(payload["rows"]) == 3
+    assert payload["rows"][-1]["significant"] is True
+    assert main(["leaderboard", "--metric", "rounds-to-target", "--target", "0.9", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [row["extra"]["reached"] for row in rows] == ["4/4", "4/4", "0/4"]
+    assert main(["leaderboard", "--metric", "pareto"]) == 0
+    assert "leaderboard: pareto" in capsys.readouterr().out
+    assert main(["leaderboard", "--metric", "speed"]) == 2
+    assert "--metric must be one of" in capsys.readouterr().err
+    assert main(["show", "good__s0", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["name"] == "good__s0" and shown["status"] == "complete"
+    assert main(["show", "nothing-like-this"]) == 2
+
+
+def test_reading_commands_never_create_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere.db"
+    assert main(["runs", "--store", str(missing)]) == 2
+    assert "no run store here yet" in capsys.readouterr().err
+    assert not missing.exists()
+    assert math.isfinite(student_t_cdf(1.0, 3))
