@@ -13,6 +13,7 @@ from velocity.cli._app import app, click_exceptions
 from velocity.errors import InputError
 
 # Importing a command module registers its commands on ``app``.
+from velocity.cli import archive as _archive  # noqa: F401  isort: skip
 from velocity.cli import attacks as _attacks  # noqa: F401  isort: skip
 from velocity.cli import info as _info  # noqa: F401  isort: skip
 from velocity.cli import run as _run  # noqa: F401  isort: skip
