@@ -1010,13 +1010,9 @@ def _platform_notes(manifest: Mapping[str, Any]) -> list[str]:
 
 def default_reproduce_dir(root: str | Path = "out") -> Path:
     """``out/<UTC timestamp>-reproduce`` (a suffix keeps two in one second apart)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(root) / f"{stamp}-reproduce"
-    candidate, counter = base, 2
-    while candidate.exists():
-        candidate = base.with_name(f"{base.name}-{counter}")
-        counter += 1
-    return candidate
+    from velocity.sweep import default_out_dir
+
+    return default_out_dir(root, kind="reproduce")
 
 
 def _check_options(

@@ -418,10 +418,10 @@ class SweepResult:
         return 0
 
 
-def default_out_dir(root: str | Path = "out") -> Path:
-    """``out/<UTC timestamp>-sweep`` (a suffix keeps two sweeps in one second apart)."""
+def default_out_dir(root: str | Path = "out", kind: str = "sweep") -> Path:
+    """``out/<UTC timestamp>-<kind>`` (a suffix keeps two in one second apart)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(root) / f"{stamp}-sweep"
+    base = Path(root) / f"{stamp}-{kind}"
     candidate, counter = base, 2
     while candidate.exists():
         candidate = base.with_name(f"{base.name}-{counter}")

@@ -5,6 +5,7 @@ Exit codes: 0 done, 1 the work ran but its verdict is negative, 2 bad input (one
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns (and exits with) the process exit code."""
     try:
         result = app(args=argv, standalone_mode=False, prog_name="velocity")
+    except BrokenPipeError:
+        # The reader went away (``velocity runs | head``): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
