@@ -178,3 +178,15 @@ def test_partition_errors() -> None:
         partition("natural", labels, 1, child_rng(0, "p"))
     with pytest.raises(SpecError, match="parameter 'alpha' must be a number > 0"):
         partition("dirichlet:alpha=0", labels, 1, child_rng(0, "p"))
+
+
+@pytest.mark.parametrize(
+    ("name", "loader"),
+    [("digits", "load_digits"), ("wine", "load_wine"), ("breast_cancer", "load_breast_cancer")],
+)
+def test_bundled_files_equal_scikit_learns_own_loaders(name: str, loader: str) -> None:
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    bunch = getattr(sklearn_datasets, loader)()
+    raw = DATASETS.get(name).obj()
+    assert np.array_equal(raw.X, bunch.data)
+    assert np.array_equal(raw.y, bunch.target)
