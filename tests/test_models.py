@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from velocity.models import MLP, LocalConfig, build_model, train_clients, train_clients_naive
+from velocity.models import (
+    MLP,
+    MODELS,
+    LocalConfig,
+    build_model,
+    train_clients,
+    train_clients_naive,
+)
 from velocity.seeds import child_rng
 
 
@@ -112,3 +119,20 @@ def test_init_is_seeded_and_float32() -> None:
     a, b = model.init(child_rng(1, "init")), model.init(child_rng(1, "init"))
     assert a.dtype == np.float32 and a.shape == (model.num_params,) and np.array_equal(a, b)
     assert model.num_params == 10 * 32 + 32 + 32 * 16 + 16 + 16 * 4 + 4
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_model_registry_contract(name: str) -> None:
+    """Every model: default-constructible, seeded float32 init, finite loss, gradient shape."""
+    model = build_model(name, 5, 3)
+    params = model.init(child_rng(0, "init"))
+    assert params.shape == (model.num_params,) and params.dtype == np.float32
+    X = np.random.default_rng(0).normal(size=(2, 4, 5)).astype(np.float32)
+    y = np.array([[0, 1, 2, 0], [2, 2, 1, 0]])
+    stacked = np.repeat(params[None], 2, axis=0)
+    before = stacked.copy()
+    losses, grad = model.loss_and_grad(stacked, X, y, np.ones((2, 4), np.float32))
+    assert np.array_equal(stacked, before)  # inputs are not modified
+    assert grad.shape == stacked.shape and np.all(np.isfinite(losses))
+    loss, acc = model.evaluate(params, X[0], y[0])
+    assert np.isfinite(loss) and 0.0 <= acc <= 1.0

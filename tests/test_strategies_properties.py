@@ -124,14 +124,16 @@ def test_gram_distances_stay_accurate_with_far_outliers() -> None:
     np.testing.assert_allclose(from_gram[:10, :10], exact[:10, :10], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [7, 12, 45, 62])
-def test_bulyan_coordinate_stage_matches_its_definition(n: int) -> None:
-    # n = 45 and 62 exercise the many-rows layout, 7 and 12 the sorting network.
+@pytest.mark.parametrize(
+    ("n", "f"), [(7, 1), (12, 2), (45, 10), (62, 14), (60, 5), (100, 1), (100, 24)]
+)
+def test_bulyan_coordinate_stage_matches_its_definition(n: int, f: int) -> None:
+    # theta = n - 2f selected rows: <= 40 takes the small-n path; 50 and 98 the sorted-block
+    # path (beta > 2f); (100, 24) the sorted path where no position is in every window (2f > beta).
     from velocity.strategies.aggregators import bulyan_select
 
-    rng = np.random.default_rng(n)
+    rng = np.random.default_rng(n + f)
     updates = rng.standard_cauchy(size=(n, 300)).astype(np.float32)
-    f = (n - 3) // 4
     chosen = bulyan_select(pairwise_sq_distances(updates), f)
     values = np.sort(updates[chosen].astype(np.float64), axis=0)
     beta = len(chosen) - 2 * f

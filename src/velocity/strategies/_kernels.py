@@ -26,6 +26,8 @@ _GROUP = 16
 _COMBINE_BLOCK = 1 << 16
 # Up to this many rows a sorting network of vectorised min/max beats sorting each column.
 _NETWORK_MAX_ROWS = 40
+# Columns per transposed block when a subset of the rows is gathered (see `columnwise`).
+_GATHER_BLOCK = 4096
 
 
 def combine(updates: np.ndarray, coeffs: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -266,14 +268,20 @@ def columnwise(
                     np.maximum(a, b, out=b)
             reduce(SortedBlock(views, slots, transposed=False), out[start : start + w])
     else:
+        if rows is not None:
+            # Gathering the chosen rows straight into the transposed block, one strided column
+            # per row, in narrower blocks that stay in L2 across the sort, beats a fancy-indexed
+            # copy followed by a transposing copy (measured ~35 vs ~55 ms at 98 x 100,000).
+            width = min(width, _GATHER_BLOCK)
         transposed = np.empty((min(width, d) or 1, count), dtype=np.float32)
         for start in range(0, d, width):
             w = min(width, d - start)
-            source = updates[:, start : start + w]
-            if rows is not None:
-                source = source[rows]
             block = transposed[:w]
-            block[...] = source.T
+            if rows is None:
+                block[...] = updates[:, start : start + w].T
+            else:
+                for k, row in enumerate(rows):
+                    block[:, k] = updates[row, start : start + w]
             block.sort(axis=1)
             reduce(SortedBlock([block], None, transposed=True), out[start : start + w])
     return out

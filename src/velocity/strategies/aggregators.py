@@ -195,6 +195,13 @@ def multi_krum(
     _require(count <= n, f"multi_krum: needs m <= n, got m={count}, n={n}")
     scores = krum_scores(_krum_distances(updates, f, "multi_krum"), f)
     chosen = np.sort(np.argsort(scores, kind="stable")[:count])
+    left_out = np.setdiff1d(np.arange(n), chosen, assume_unique=True)
+    if left_out.size <= count and all(np.isfinite(updates[i]).all() for i in left_out):
+        # A zero weight on each left-out row reads the matrix once in place (no gathered copy
+        # of the chosen rows); only non-finite rows (0 * inf = nan) must be skipped instead.
+        coeffs = np.zeros(n)
+        coeffs[chosen] = 1.0 / count
+        return combine(updates, coeffs)
     return combine(updates, np.full(count, 1.0 / count), rows=chosen)
 
 
@@ -202,23 +209,33 @@ def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
     """Indices of the ``n - 2f`` updates Bulyan selects by repeated Krum (in selection order)."""
     n = dist.shape[0]
     others = dist + np.diag(np.full(n, np.inf))
-    # Sort each row once; removing a point only masks it out of every row's order.
-    order = np.argsort(others, axis=1, kind="stable")
+    # Sort each row once, dropping the self-distance (+inf, last); removing a point then deletes
+    # its row and its entry in every other row, which keeps each row sorted and all rows of equal
+    # length, so a step costs O(r^2) on the r remaining points with no masks or cumulative sums.
+    order = np.argsort(others, axis=1, kind="stable")[:, : n - 1]
     sorted_dist = np.take_along_axis(others, order, axis=1)
-    alive = np.ones(n, dtype=bool)
+    remaining = np.arange(n)
     chosen = []
     for _ in range(n - 2 * f):
-        scores = _masked_scores(sorted_dist, order, alive, f)
+        r = remaining.size
+        scores = sorted_dist[:, : max(r - f - 2, 0)].sum(axis=1)
         # Late in the selection |R| - f - 2 drops to 0 and every score ties; break ties by the
         # total distance to the remaining points (then the lowest index), not by client order.
         tied = np.flatnonzero(scores == scores.min())
         if tied.size > 1:
-            spread = dist[np.ix_(tied, np.flatnonzero(alive))].sum(axis=1)
-            winner = int(tied[np.argmin(spread)])
+            spread = dist[np.ix_(remaining[tied], remaining)].sum(axis=1)
+            position = int(tied[np.argmin(spread)])
         else:
-            winner = int(tied[0])
+            position = int(tied[0])
+        winner = int(remaining[position])
         chosen.append(winner)
-        alive[winner] = False
+        if r == 1:
+            break
+        keep = np.arange(r) != position
+        others_kept = order[keep] != winner
+        order = order[keep][others_kept].reshape(r - 1, r - 2)
+        sorted_dist = sorted_dist[keep][others_kept].reshape(r - 1, r - 2)
+        remaining = remaining[keep]
     return np.asarray(chosen, dtype=np.intp)
 
 
@@ -242,20 +259,29 @@ def bulyan(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> np.ndarra
         # The beta values closest to the median form a window of the sorted values. Sliding the
         # window one step right pays off exactly while the value entering is closer to the
         # median than the one leaving (x_s + x_{s+beta} < 2 median), a condition that holds for
-        # a prefix of s; ties keep the lower window. Sums are float64.
+        # a prefix of s; ties keep the lower window. Sums are float64 except where noted.
         columns = block.columns
         if columns is not None:
-            # Many rows: the window is everything but the s* smallest and the 2f - s* largest,
-            # so only the 2f values at each end (and the median) are touched besides the total.
+            # Many rows: every window contains the sorted positions edge..beta-1, summed by one
+            # BLAS matrix-vector product (its float32 partial sums only see values between the
+            # window's ends, never the far-off extremes). Of each end pair (x_s, x_{s+beta}),
+            # s < edge, the window holds x_{s+beta} exactly when it slid past s, else x_s.
             edge = theta - beta
-            low = columns[:, :edge].astype(np.float64)
-            high = columns[:, beta:].astype(np.float64)
+            low = columns[:, :edge]
+            high = columns[:, beta:]
             twice_median = columns[:, (theta - 1) // 2] + columns[:, theta // 2].astype(np.float64)
-            start = np.count_nonzero(low + high < twice_median[:, None], axis=1)[:, None]
+            slid = low.astype(np.float64) + high < twice_median[:, None]
+            if edge <= beta:
+                included = np.where(slid, high, low).sum(axis=1, dtype=np.float64)
+                included += columns[:, edge:beta] @ np.ones(beta - edge, dtype=np.float32)
+                out[...] = included / beta
+                return
+            start = np.count_nonzero(slid, axis=1)[:, None]
             below = np.zeros((low.shape[0], edge + 1))
-            np.cumsum(low, axis=1, out=below[:, 1:])
             above = np.zeros((high.shape[0], edge + 1))
-            np.cumsum(high[:, ::-1], axis=1, out=above[:, 1:])
+            # Large f (2f > beta): no position is in every window; total minus the excluded.
+            np.cumsum(low, axis=1, dtype=np.float64, out=below[:, 1:])
+            np.cumsum(high[:, ::-1], axis=1, dtype=np.float64, out=above[:, 1:])
             excluded = np.take_along_axis(below, start, axis=1)[:, 0]
             excluded += np.take_along_axis(above, edge - start, axis=1)[:, 0]
             out[...] = (columns.sum(axis=1, dtype=np.float64) - excluded) / beta
