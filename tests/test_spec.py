@@ -102,3 +102,19 @@ def test_bad_toml_gives_one_clear_error(tmp_path: Path, text: str, needle: str) 
         load_toml_runs(path)
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_boolean_where_a_number_belongs_is_rejected() -> None:
+    with pytest.raises(SpecError, match="lr: expected a number, got true"):
+        spec_from_mapping({"lr": True})
+    with pytest.raises(SpecError, match="rounds: expected a number, got false"):
+        spec_from_mapping({"rounds": False})
+
+
+def test_non_utf8_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"\xff\xfe[shared]\n")
+    with pytest.raises(InputError, match="not a UTF-8 text file"):
+        load_toml_runs(path)
+    with pytest.raises(InputError, match="not a file"):
+        load_toml_runs(tmp_path)  # a folder, not a file

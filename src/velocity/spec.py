@@ -98,6 +98,27 @@ class RunSpec(BaseModel):
             data["mu"] = preset_mu
         return data
 
+    @field_validator(
+        "num_clients",
+        "clients_per_round",
+        "rounds",
+        "local_epochs",
+        "batch_size",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "mu",
+        "seed",
+        "eval_every",
+        mode="before",
+    )
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # pydantic's lax mode reads true as 1: a boolean where a number belongs is a mistake.
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
@@ -231,13 +252,19 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "spec") -> RunSpec:
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file; a missing or malformed file is an InputError naming it."""
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise InputError("file not found", source=str(path))
+    if not file.is_file():
+        raise InputError("not a file (expected a TOML file)", source=str(path))
     try:
         with file.open("rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"invalid TOML ({exc})", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("not a UTF-8 text file (TOML must be UTF-8)", source=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror})", source=str(path)) from None
 
 
 def load_toml_runs(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[RunSpec]:
