@@ -81,3 +81,18 @@ def test_version_and_datasets(capsys: pytest.CaptureFixture[str]) -> None:
         10,
     )
     assert rows["npz"]["samples"] is None
+
+
+def test_bad_data_in_a_later_run_stops_before_anything_runs_or_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "exp.toml"
+    spec.write_text(
+        '[shared]\nrounds = 1\nmodel = "logreg"\n\n[[runs]]\nname = "good"\n\n'
+        f'[[runs]]\nname = "bad"\ndataset = "npz:path={tmp_path / "missing.npz"}"\n'
+    )
+    store = tmp_path / "store.db"
+    assert main(["run", str(spec), "--store", str(store)]) == 2
+    captured = capsys.readouterr()
+    assert "missing.npz: file not found" in captured.err and "good" not in captured.out
+    assert not store.exists()

@@ -190,3 +190,25 @@ def test_bundled_files_equal_scikit_learns_own_loaders(name: str, loader: str) -
     raw = DATASETS.get(name).obj()
     assert np.array_equal(raw.X, bunch.data)
     assert np.array_equal(raw.y, bunch.target)
+
+
+def test_malformed_user_files_are_input_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    np.save(tmp_path / "a.npy", np.zeros((4, 2)))
+    with pytest.raises(InputError, match=r"not an \.npz archive"):
+        load_dataset(f"npz:path={tmp_path / 'a.npy'}", seed=0)
+    np.savez(tmp_path / "scalar.npz", X=np.float64(1.0), y=np.int64(0))
+    with pytest.raises(InputError, match="features hold no samples"):
+        load_dataset(f"npz:path={tmp_path / 'scalar.npz'}", seed=0)
+    np.savez(tmp_path / "empty.npz", X=np.zeros((0, 3)), y=np.zeros(0))
+    with pytest.raises(InputError, match="features hold no samples"):
+        load_dataset(f"npz:path={tmp_path / 'empty.npz'}", seed=0)
+    np.savez(tmp_path / "complex.npz", X=np.ones((6, 2), dtype=complex), y=np.arange(6) % 2)
+    with pytest.raises(InputError, match="features must be real numbers"):
+        load_dataset(f"npz:path={tmp_path / 'complex.npz'}", seed=0)
+    (tmp_path / "bin.csv").write_bytes(b"a,label\n\xff\xfe,1\n")
+    with pytest.raises(InputError, match="not a UTF-8 text file"):
+        load_dataset(f"csv:path={tmp_path / 'bin.csv'}", seed=0)
+    (tmp_path / "notads").mkdir()
+    pytest.importorskip("datasets")
+    with pytest.raises(InputError, match="cannot load Hugging Face dataset"):
+        load_dataset(f"hf:path={tmp_path / 'notads'}", seed=0)

@@ -46,6 +46,10 @@ def test_fedprox_preset_moves_mu_to_the_client_side() -> None:
     assert spec.strategy["aggregator"]["type"] == "mean"
     with pytest.raises(SpecError, match="give it once"):
         spec_from_mapping({"strategy": "fedprox:mu=0.1", "mu": 0.2})
+    # the preset's default mu yields to the run's explicit mu, 0 included
+    assert spec_from_mapping({"strategy": "fedprox", "mu": 0}).mu == 0.0
+    assert spec_from_mapping({"strategy": "fedprox", "mu": 0.3}).mu == 0.3
+    assert spec_from_mapping({"strategy": "fedprox"}).mu == 0.01
 
 
 @pytest.mark.parametrize(
@@ -57,8 +61,10 @@ def test_fedprox_preset_moves_mu_to_the_client_side() -> None:
         ({"dataset": "mnist"}, "unknown dataset 'mnist'; available: breast_cancer"),
         ({"model": "cnn"}, "unknown model 'cnn'; available: logreg, mlp"),
         ({"partition": "dirichlet:alpha=-1"}, "parameter 'alpha' must be a number > 0, got -1"),
-        ({"strategy": "nosuch"}, "unknown strategy 'nosuch'"),
-        ({"lr": "fast"}, "lr: Input should be a valid number"),
+        ({"strategy": "nosuch"}, "strategy: unknown strategy 'nosuch'"),
+        ({"strategy": "krum:f=-1"}, "strategy: aggregator 'krum': parameter 'f' must be"),
+        ({"num_clients": "7"}, "num_clients: expected a number, got the string '7'"),
+        ({"lr": "fast"}, "lr: expected a number, got the string 'fast'"),
         ({"momentum": 1.0}, "momentum: Input should be less than 1"),
         ({"name": "../evil"}, "run names use letters"),
         ({"partition": "natural"}, "partition 'natural' needs a dataset with its own clients"),
@@ -87,7 +93,7 @@ def test_toml_shared_defaults_runs_override(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("[shared]\nrounds = 'x'\n", "exp.toml: shared: rounds: Input should be a valid integer"),
+        ("[shared]\nrounds = 'x'\n", "exp.toml: shared: rounds: expected a number"),
         ("[shared]\nrnds = 3\n", "exp.toml: shared: rnds: unknown key; did you mean 'rounds'"),
         ("[[runs]]\nlr = 0\n", "exp.toml: runs[0]: lr: Input should be greater than 0"),
         ("[matrx]\n", "unknown top-level key 'matrx'"),

@@ -90,7 +90,14 @@ def test_pre_aggregator_shape_dtype_and_inputs_untouched(entry: Entry[Any]) -> N
     np.testing.assert_array_equal(weights, before_w)
 
 
-@pytest.mark.parametrize("entry", ALL_AGGREGATORS, ids=ids)
+# Bulyan's last Krum selections have |R| - f - 2 <= 0 neighbours, so every score ties and the
+# contract's lowest-index rule decides: its output depends on client order by definition.
+ORDER_DEPENDENT = {"bulyan"}
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in ALL_AGGREGATORS if e.name not in ORDER_DEPENDENT], ids=ids
+)
 def test_aggregator_is_permutation_invariant(entry: Entry[Any]) -> None:
     updates, weights = sample(seed=1)
     perm = np.random.default_rng(5).permutation(updates.shape[0])

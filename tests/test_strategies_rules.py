@@ -78,14 +78,14 @@ def test_krum_family_precondition_names_the_rule_and_values() -> None:
 
 
 def test_bulyan_hand_computed() -> None:
-    # n = 7, f = 1: theta = 5 selected by repeated Krum, beta = 3 averaged around the median.
-    # Krum scores tie for 2 and 3 (10): the smaller total distance to the rest wins (3); then 2
-    # (score 9); then 1 and 4 tie (10) -> 4; then 0 and 1 tie (1) -> 1; then all score 0 -> 5.
+    # n = 7, f = 1: theta = 5 selected by repeated Krum (ties -> lowest index), beta = 3.
+    # Step 1 (4 neighbours): 2 and 3 tie at 10 -> 2. Step 2 (3): 3 scores 9 -> 3. Step 3 (2):
+    # 1 and 4 tie at 10 -> 1. Step 4 (1): 4 and 5 tie at 1 -> 4. Step 5 (0): all 0 -> 0.
     updates = column(0, 1, 2, 3, 4, 5, 100)
     dist = ((updates - updates.T) ** 2).astype(np.float64)
-    np.testing.assert_array_equal(bulyan_select(dist, 1), [3, 2, 4, 1, 5])
-    # Selected values 1..5, median 3, the 3 closest are 2, 3, 4.
-    np.testing.assert_array_equal(aggregate("bulyan:f=1", updates), [3.0])
+    np.testing.assert_array_equal(bulyan_select(dist, 1), [2, 3, 1, 4, 0])
+    # Selected values 0..4, median 2, the 3 closest are 1, 2, 3.
+    np.testing.assert_array_equal(aggregate("bulyan:f=1", updates), [2.0])
 
 
 def test_bulyan_window_prefers_the_closer_side() -> None:

@@ -125,18 +125,20 @@ def _utc_now() -> str:
 
 
 def run_simulation(spec: RunSpec, *, on_round: RoundCallback | None = None) -> RunResult:
-    """Run ``spec`` to the end. Bad input raises InputError before any round; an error during the
-    rounds ends the run with status ``failed``; a non-finite loss ends it as ``diverged``.
+    """Run ``spec`` to the end. Bad input raises InputError before any round; any other error
+    (during set-up, e.g. out of memory, or in a round) ends the run with status ``failed``; a
+    non-finite loss ends it as ``diverged``.
     """
     started_at, t_start = _utc_now(), time.perf_counter()
+    rounds: list[dict[str, Any]] = []
+    status, error = "complete", None
+    params: np.ndarray | None = None
+    details: dict[str, Any] = {}
     # Overflow is how divergence shows up; it is recorded as the run's status, not warned about.
     with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore"):
-        setup = prepare_run(spec)
-        rounds: list[dict[str, Any]] = []
-        status, error = "complete", None
-        params: np.ndarray | None = setup.initial_params
-        details: dict[str, Any] = {"num_params": setup.model.num_params}
         try:
+            setup = prepare_run(spec)
+            details["num_params"] = setup.model.num_params
             params, status = _round_loop(setup, rounds, on_round)
         except InputError:
             raise

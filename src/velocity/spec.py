@@ -34,6 +34,17 @@ __all__ = [
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,119}$")
 
 
+def _strategy_writes_mu(strategy: Any) -> bool:
+    """Whether a (preset) strategy spec spells out ``mu`` itself."""
+    from velocity.registry import parse_component
+
+    if isinstance(strategy, Mapping):
+        return "mu" in strategy
+    if isinstance(strategy, str) and ">" not in strategy:
+        return "mu" in parse_component(strategy, "strategy")[1]
+    return False
+
+
 def _canonical_component(field_name: str, value: Any) -> dict[str, Any]:
     from velocity.data import DATASETS, PARTITIONERS
     from velocity.models import MODELS
@@ -87,15 +98,18 @@ class RunSpec(BaseModel):
         try:
             table, preset_mu = canonical_strategy(strategy)
         except SpecError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(f"strategy: {exc}") from None
         data["strategy"] = table
         if preset_mu is not None:
+            # A preset's mu is a default unless the strategy spec wrote it; the run's own
+            # ``mu`` (even 0) wins over a default and must agree with a written one.
             given = data.get("mu")
-            if given not in (None, 0, 0.0) and given != preset_mu:
+            if given is None:
+                data["mu"] = preset_mu
+            elif _strategy_writes_mu(strategy) and given != preset_mu:
                 raise ValueError(
                     f"strategy sets mu={preset_mu} but the run sets mu={given}; give it once"
                 )
-            data["mu"] = preset_mu
         return data
 
     @field_validator(
@@ -114,9 +128,11 @@ class RunSpec(BaseModel):
     )
     @classmethod
     def _no_booleans(cls, value: Any) -> Any:
-        # pydantic's lax mode reads true as 1: a boolean where a number belongs is a mistake.
+        # pydantic's lax mode reads true as 1 and "7" as 7: in a spec file both are mistakes.
         if isinstance(value, bool):
             raise ValueError(f"expected a number, got {str(value).lower()}")
+        if isinstance(value, str):
+            raise ValueError(f"expected a number, got the string {value!r}")
         return value
 
     @field_validator("name")

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from velocity.cli._app import app, err_console, out_console, print_json
-from velocity.simulation import RunResult, run_simulation
+from velocity.simulation import RunResult, prepare_run, run_simulation
 from velocity.spec import RunSpec, load_toml_runs, spec_from_mapping
 from velocity.store import open_store, recorded_run
 
@@ -147,6 +147,10 @@ def run_command(
         specs = load_toml_runs(spec_file, overrides)
     else:
         specs = [spec_from_mapping(overrides, "command line")]
+    # Check every run against its data (dataset files, partition sizes) before running or
+    # recording anything: bad input exits 2 with nothing half-done.
+    for spec in specs:
+        prepare_run(spec)
     results = []
     run_store = open_store(store)
     for spec in specs:

@@ -181,10 +181,12 @@ def _labels_to_int(y: np.ndarray, source: str) -> np.ndarray:
 
 
 def _features(X: np.ndarray, source: str) -> np.ndarray:
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError("features must be numeric", source=source) from None
+    raw = np.asarray(X)
+    if raw.dtype.kind not in "biuf":
+        raise InputError(f"features must be real numbers, got dtype {raw.dtype}", source=source)
+    X = raw.astype(np.float64)
+    if X.ndim == 0 or len(X) == 0:
+        raise InputError("features hold no samples", source=source)
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim > 2:
@@ -215,7 +217,10 @@ def _existing_file(path: str) -> Path:
 def _load_npz(*, path: str, x_key: str, y_key: str, **_: Any) -> RawData:
     file = _existing_file(path)
     try:
-        with np.load(file, allow_pickle=False) as data:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise InputError("not an .npz archive (a single .npy array?)", source=path)
+        with loaded as data:
             missing = [k for k in (x_key, y_key) if k not in data.files]
             if missing:
                 raise InputError(
@@ -225,9 +230,10 @@ def _load_npz(*, path: str, x_key: str, y_key: str, **_: Any) -> RawData:
             X, y = data[x_key], data[y_key]
     except (OSError, ValueError) as exc:
         raise InputError(f"not a readable .npz file ({exc})", source=path) from None
-    if len(X) != len(y):
-        raise InputError(f"X has {len(X)} rows but y has {len(y)}", source=path)
-    return RawData(X=_features(X, path), y=_labels_to_int(np.asarray(y), path))
+    X = _features(X, path)
+    if np.ndim(y) != 1 or len(X) != len(y):
+        raise InputError(f"X has {len(X)} rows but y has shape {np.shape(y)}", source=path)
+    return RawData(X=X, y=_labels_to_int(np.asarray(y), path))
 
 
 @DATASETS.register(
@@ -242,8 +248,13 @@ def _load_npz(*, path: str, x_key: str, y_key: str, **_: Any) -> RawData:
 )
 def _load_csv(*, path: str, label: str, **_: Any) -> RawData:
     file = _existing_file(path)
-    with file.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError:
+        raise InputError("not a UTF-8 text file", source=path) from None
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV ({exc})", source=path) from None
     if len(rows) < 2:
         raise InputError("needs a header row and at least one data row", source=path)
     header, body = rows[0], rows[1:]
@@ -285,18 +296,18 @@ def _load_hf(*, name: str, path: str, split: str, label: str, features: str, **_
             "dataset 'hf' needs the Hugging Face 'datasets' package: pip install 'velocity-fl[hf]'"
         ) from None
     source = path or name
-    if path:
-        if not Path(path).exists():
-            raise InputError("saved dataset folder not found", source=path)
-        loaded = hf.load_from_disk(path)
-        if hasattr(loaded, "keys") and not hasattr(loaded, "column_names"):
-            if split not in loaded:
-                raise InputError(f"no split '{split}'; splits: {', '.join(loaded)}", source=path)
-            loaded = loaded[split]
-        elif isinstance(getattr(loaded, "column_names", None), dict):
-            loaded = loaded[split]
-    else:
-        loaded = hf.load_dataset(name, split=split)
+    if path and not Path(path).exists():
+        raise InputError("saved dataset folder not found", source=path)
+    try:
+        loaded = hf.load_from_disk(path) if path else hf.load_dataset(name, split=split)
+    except Exception as exc:  # the library raises many types: missing files, no network, ...
+        raise InputError(
+            f"cannot load Hugging Face dataset ({type(exc).__name__}: {exc})", source=source
+        ) from None
+    if isinstance(loaded.column_names, dict):  # a DatasetDict saved to disk: pick the split
+        if split not in loaded:
+            raise InputError(f"no split '{split}'; splits: {', '.join(loaded)}", source=source)
+        loaded = loaded[split]
     columns = list(loaded.column_names)
     if label not in columns:
         raise InputError(f"no label column '{label}'; columns: {', '.join(columns)}", source=source)
@@ -305,7 +316,12 @@ def _load_hf(*, name: str, path: str, split: str, label: str, features: str, **_
     if missing:
         raise InputError(f"no feature column '{missing[0]}'", source=source)
     table = loaded.with_format("numpy")
-    parts = [np.asarray(table[c], dtype=np.float64).reshape(len(loaded), -1) for c in wanted]
+    parts = []
+    for column in wanted:
+        values = np.asarray(table[column])
+        if values.dtype.kind not in "biuf":
+            raise InputError(f"feature column '{column}' is not numeric", source=source)
+        parts.append(values.astype(np.float64).reshape(len(loaded), -1))
     return RawData(
         X=_features(np.concatenate(parts, axis=1), source),
         y=_labels_to_int(np.asarray(table[label]), source),

@@ -36,6 +36,8 @@ def _hidden_widths(value: Any) -> str:
     if isinstance(value, bool):
         raise ValueError("expected layer widths")
     parts = value if isinstance(value, list | tuple) else str(value).split("-")
+    if any(isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()) for p in parts):
+        raise ValueError("widths must be positive integers")
     widths = [int(p) for p in parts]
     if not widths or any(w < 1 for w in widths):
         raise ValueError("widths must be positive integers")

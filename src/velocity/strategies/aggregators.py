@@ -116,7 +116,8 @@ def trimmed_mean(
 ) -> np.ndarray:
     """Coordinate-wise trimmed mean (unweighted)."""
     n = updates.shape[0]
-    trim = k if k is not None else int(np.floor((0.1 if beta is None else beta) * n))
+    # The epsilon keeps decimal fractions exact: 0.29 * 100 is 28.999999999999996 in binary.
+    trim = k if k is not None else int(np.floor((0.1 if beta is None else beta) * n + 1e-9))
     _require(2 * trim < n, f"trimmed_mean: needs 2k < n, got k={trim}, n={n}")
     keep = n - 2 * trim
 
@@ -219,14 +220,9 @@ def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
     for _ in range(n - 2 * f):
         r = remaining.size
         scores = sorted_dist[:, : max(r - f - 2, 0)].sum(axis=1)
-        # Late in the selection |R| - f - 2 drops to 0 and every score ties; break ties by the
-        # total distance to the remaining points (then the lowest index), not by client order.
-        tied = np.flatnonzero(scores == scores.min())
-        if tied.size > 1:
-            spread = dist[np.ix_(remaining[tied], remaining)].sum(axis=1)
-            position = int(tied[np.argmin(spread)])
-        else:
-            position = int(tied[0])
+        # Each step is plain Krum on the remaining set, ties to the lowest index as Krum's
+        # contract says (``remaining`` stays in ascending order, so argmin's first is lowest).
+        position = int(np.argmin(scores))
         winner = int(remaining[position])
         chosen.append(winner)
         if r == 1:
@@ -415,7 +411,8 @@ def centered_clipping(
     coeffs[n] = 1.0
     for _ in range(iters):
         dist = _weiszfeld_distances(g, coeffs)[:n]
-        scale = np.minimum(1.0, tau / np.maximum(dist, np.finfo(np.float64).tiny))
+        # Only updates farther than tau are scaled; dividing only there avoids 1/0 overflow.
+        scale = np.divide(tau, dist, out=np.ones_like(dist), where=dist > tau)
         coeffs *= 1.0 - scale.mean()
         coeffs[:n] += scale / n
     result = combine(updates, coeffs[:n])

@@ -137,6 +137,13 @@ def _from_chain(text: str) -> tuple[dict[str, Any], float | None]:
         name, params = parse_component(stages[0], "strategy")
         if name in PRESETS:
             return _from_preset(name, params)
+    return _from_stages(stages, text)
+
+
+def _from_stages(
+    stages: list[str | Mapping[str, Any]], text: str
+) -> tuple[dict[str, Any], float | None]:
+    """Classify and validate each stage (string or table) of a chain."""
     pre: list[dict[str, Any]] = []
     aggregator: dict[str, Any] | None = None
     server: dict[str, Any] | None = None
@@ -182,9 +189,14 @@ def canonical_strategy(spec: str | Mapping[str, Any]) -> tuple[dict[str, Any], f
         raise SpecError(f"strategy must be a string or a table, got {spec!r}")
     if "type" in spec:
         name, params = parse_component(spec, "strategy")
+        if ">" in name or ":" in name:
+            raise SpecError(
+                f"strategy table: 'type' must be one name, got {spec['type']!r}; write a chain "
+                "as a string or use the pre/aggregator/server keys"
+            )
         if name in PRESETS:
             return _from_preset(name, params)
-        return _from_chain(format_component(name, params))
+        return _from_stages([dict(spec)], format_component(name, params))
     allowed = {"pre", "aggregator", "server", "mu"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
