@@ -13,7 +13,7 @@ client-side proximal ``mu`` is returned separately: it belongs to local training
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +141,7 @@ def _from_chain(text: str) -> tuple[dict[str, Any], float | None]:
 
 
 def _from_stages(
-    stages: list[str | Mapping[str, Any]], text: str
+    stages: Sequence[str | Mapping[str, Any]], text: str
 ) -> tuple[dict[str, Any], float | None]:
     """Classify and validate each stage (string or table) of a chain."""
     pre: list[dict[str, Any]] = []
