@@ -393,6 +393,34 @@ def test_status_must_come_out_the_same(archived: str, now: str, verdict: str) ->
         assert f"status {archived} archived, {now} now" in result.detail
 
 
+def _failed(error: str | None) -> ArchivedRun:
+    return ArchivedRun("r", None, None, None, "failed", error, [])
+
+
+@pytest.mark.parametrize(
+    ("archived", "now", "verdict"),
+    [
+        ("ValueError: krum needs 9 clients", "ValueError: krum needs nine clients", "ok"),
+        ("ValueError: krum needs 9 clients", "KeyError: 'clients'", "MISMATCH"),
+        ("SpecError: bad spec", "InputError: bad spec", "MISMATCH"),
+        ("ValueError: x", None, "MISMATCH"),
+        (None, None, "ok"),
+    ],
+)
+def test_a_run_that_fails_again_must_fail_the_same_way(
+    archived: str | None, now: str | None, verdict: str
+) -> None:
+    result = compare_run(
+        _failed(archived), "failed", [], exact=True, tolerance=0, reproduced_error=now
+    )
+    assert result.verdict == verdict
+    if verdict == "MISMATCH":
+        # Both errors shown; the wording alone never decides (only the exception type).
+        assert f"archived {archived!r}" in result.detail
+        assert f"now {'missing' if now is None else repr(now)}" in result.detail
+        assert result.differences == 1
+
+
 def test_missing_on_either_side_is_missing() -> None:
     assert (
         compare_run(_run(None, None), "complete", ROUNDS, exact=True, tolerance=0).verdict

@@ -3,11 +3,13 @@ content and validity, byte-for-byte determinism, and tampered, damaged or incomp
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +17,21 @@ from typing import Any
 
 import pytest
 
+from velocity import __version__
 from velocity.archive import iso_utc
-from velocity.artifacts import dumps_json, read_json, read_rounds_csv
+from velocity.artifacts import (
+    decode_floats,
+    dumps_json,
+    parse_csv_value,
+    read_json,
+    read_rounds_csv,
+)
 from velocity.cli import main
+from velocity.errors import ArchiveError
+from velocity.report import build_comparison, comparison_markdown
+from velocity.reproduce import load_archived_sweep, read_crate, verify_crate
 from velocity.spec import spec_from_mapping
-from velocity.sweep import run_sweep
+from velocity.sweep import load_sweep, run_sweep, summarize_rounds
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "jsonld"
 BASE = {"dataset": "digits", "model": "logreg", "num_clients": 5, "rounds": 2, "seed": 3}
@@ -48,6 +60,7 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def archive(sweep_dir: Path) -> Path:
     target = sweep_dir.parent / "archives" / "sweep.crate.zip"
+    target.parent.mkdir()
     assert main(["archive", str(sweep_dir), "-o", str(target), *AUTHOR]) == 0
     return target
 
@@ -114,6 +127,35 @@ def _edit_csv_value(
     lines[round_index] = ",".join(cells)
     files[name] = ("\n".join(lines) + "\n").encode()
     return old
+
+
+def _rounds_of(data: bytes) -> list[dict[str, Any]]:
+    reader = csv.DictReader(io.StringIO(data.decode(), newline=""))
+    return [{k: parse_csv_value(v) for k, v in row.items()} for row in reader]
+
+
+def _write_reports(folder: Path) -> None:
+    """Rewrite comparison.json and comparison.md of a sweep folder as the sweep itself would."""
+    data = load_sweep(folder)
+    comparison = build_comparison(
+        data, target_accuracy=read_json(folder / "comparison.json")["target_accuracy"]
+    )
+    (folder / "comparison.json").write_text(dumps_json(comparison))
+    (folder / "comparison.md").write_text(comparison_markdown(comparison, data.manifest))
+
+
+def _rederive_reports(files: dict[str, bytes]) -> None:
+    """A careful forger: re-derive comparison.json and comparison.md from the (edited) runs."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        for name, data in files.items():
+            if name.endswith("/"):
+                continue
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        _write_reports(root)
+        for name in ("comparison.json", "comparison.md"):
+            files[name] = (root / name).read_bytes()
 
 
 def _tree(root: Path) -> set[str]:
@@ -349,6 +391,7 @@ def _forge_metrics(files: dict[str, bytes], run: str, value: float) -> float:
 
     def summary(payload: dict[str, Any]) -> None:
         payload["final"]["test_accuracy"] = value
+        payload["best"] = summarize_rounds(_rounds_of(files[f"{run}/rounds.csv"]))[0]
 
     def comparison(payload: dict[str, Any]) -> None:
         entry = next(r for r in payload["runs"] if r["name"] == run)
@@ -367,6 +410,7 @@ def test_consistently_forged_metrics_are_a_mismatch(
 
     def forge(files: dict[str, bytes]) -> None:
         original["value"] = _forge_metrics(files, "median-signflip", 0.123456)
+        _rederive_reports(files)  # best, groups, ranking and comparison.md agree with the forgery
 
         def older_numpy(manifest: dict[str, Any]) -> None:
             manifest["packages"]["numpy"] = "1.0.0"
@@ -414,6 +458,121 @@ def test_records_that_disagree_are_an_inconsistent_archive(
     _expect_refused(hostile, tmp_path / "arena", "inconsistent archive", capsys)
 
 
+def _forge_comparison(files: dict[str, bytes], change: Callable[[Any], None]) -> None:
+    """Edit comparison.json and re-render comparison.md from it, so the two agree."""
+    _edit_json(files, "comparison.json", change)
+    comparison = decode_floats(json.loads(files["comparison.json"]))
+    manifest = decode_floats(json.loads(files["manifest.json"]))
+    files["comparison.md"] = comparison_markdown(comparison, manifest).encode()
+
+
+def _run_entry(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    entry: dict[str, Any] = next(r for r in payload["runs"] if r["name"] == name)
+    return entry
+
+
+def _forge_best(files: dict[str, bytes]) -> None:
+    def better(payload: dict[str, Any]) -> None:
+        payload["best"]["test_accuracy"] = 0.999
+
+    _edit_json(files, "fedavg/summary.json", better)
+    _forge_comparison(files, lambda c: better(_run_entry(c, "fedavg")))
+
+
+def _forge_totals(files: dict[str, bytes]) -> None:
+    def cheaper(payload: dict[str, Any]) -> None:
+        payload["totals"]["bytes_up"] //= 2
+        payload["totals"]["bytes"] = payload["totals"]["bytes_up"] + payload["totals"]["bytes_down"]
+
+    _edit_json(files, "krum/summary.json", cheaper)
+    _forge_comparison(files, lambda c: cheaper(_run_entry(c, "krum")))
+
+
+def _forge_groups(files: dict[str, bytes]) -> None:
+    def tighter(payload: dict[str, Any]) -> None:
+        group = next(g for g in payload["groups"] if g["label"] == "fedprox")
+        group["test_accuracy_mean"] += 0.01
+
+    _forge_comparison(files, tighter)
+
+
+def _forge_drop(files: dict[str, bytes]) -> None:
+    _forge_comparison(files, lambda c: _run_entry(c, "median-signflip").update(accuracy_drop=0.01))
+
+
+def _forge_rounds_to_target(files: dict[str, bytes]) -> None:
+    _forge_comparison(files, lambda c: _run_entry(c, "fedavg").update(rounds_to_target=1))
+
+
+def _forge_ranking(files: dict[str, bytes]) -> None:
+    _forge_comparison(files, lambda c: c["ranking"].reverse())
+
+
+def _forge_markdown(files: dict[str, bytes]) -> None:
+    lines = files["comparison.md"].decode().split("\n")
+    index = next(i for i, line in enumerate(lines) if "| fedavg |" in line)
+    cells = lines[index].split(" | ")
+    cells[6] = "0.9999"  # final acc
+    lines[index] = " | ".join(cells)
+    files["comparison.md"] = "\n".join(lines).encode()
+
+
+@pytest.mark.parametrize(
+    ("forge", "needle"),
+    [
+        (_forge_best, "fedavg/summary.json: best.test_accuracy is 0.999 but fedavg/rounds.csv"),
+        (_forge_totals, "krum/summary.json: totals.bytes_up is"),
+        (_forge_groups, "comparison.json: groups['fedprox'].test_accuracy_mean is"),
+        (_forge_drop, "comparison.json: runs['median-signflip'].accuracy_drop is 0.01"),
+        (_forge_rounds_to_target, "comparison.json: runs['fedavg'].rounds_to_target is 1"),
+        (_forge_ranking, "comparison.json: ranking[0] is"),
+        (_forge_markdown, "comparison.md: line"),
+    ],
+)
+def test_forged_derived_records_are_an_inconsistent_archive(
+    archive: Path,
+    tmp_path: Path,
+    forge: Callable[[dict[str, bytes]], None],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Resealed: every checksum verifies, only re-deriving the records from rounds.csv tells.
+    hostile = _rewrite(archive, tmp_path / "in" / "x.zip", forge, reseal=True)
+    err = _expect_refused(hostile, tmp_path / "arena", "inconsistent archive", capsys)
+    assert needle in err, err
+    assert main(["inspect", str(hostile), "--json"]) == 2  # inspect says it does not verify
+    info = json.loads(capsys.readouterr().out)
+    assert info["verified"] is False and needle in info["problem"]
+
+
+def test_an_archive_of_another_velocity_is_checked_on_its_numbers_only(
+    archive: Path, tmp_path: Path
+) -> None:
+    def older(files: dict[str, bytes]) -> None:
+        _edit_json(files, "manifest.json", lambda m: m.update(velocity_version="0.0.1"))
+        # An older velocity may have labelled strategies differently and laid out the tables
+        # its own way: neither is a reason to distrust the numbers.
+        _edit_json(files, "comparison.json", lambda c: _run_entry(c, "krum").update(strategy="K"))
+        files["comparison.md"] += b"\nrendered by an older velocity\n"
+
+    crate = read_crate(_rewrite(archive, tmp_path / "older.zip", older, reseal=True))
+    verify_crate(crate)
+    sweep = load_archived_sweep(crate)
+    assert sweep.notes == [
+        f"archived by velocity 0.0.1, this is {__version__}: comparison.json's numbers were "
+        "re-derived, its labels and comparison.md were not"
+    ]
+
+    def older_and_forged(files: dict[str, bytes]) -> None:
+        older(files)
+        _forge_groups(files)
+
+    crate = read_crate(_rewrite(archive, tmp_path / "forged.zip", older_and_forged, reseal=True))
+    verify_crate(crate)
+    with pytest.raises(ArchiveError, match=r"groups\['fedprox'\]\.test_accuracy_mean is"):
+        load_archived_sweep(crate)
+
+
 def test_changed_config_is_caught(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -434,12 +593,7 @@ def test_consistently_changed_config_is_a_mismatch(
         config["fingerprint"] = fingerprint
         files["krum/config.json"] = dumps_json(config).encode()
         _edit_json(files, "krum/summary.json", lambda s: s.update(fingerprint=fingerprint))
-
-        def comparison(payload: dict[str, Any]) -> None:
-            entry = next(r for r in payload["runs"] if r["name"] == "krum")
-            entry.update(fingerprint=fingerprint, spec=config["spec"])
-
-        _edit_json(files, "comparison.json", comparison)
+        _rederive_reports(files)
 
     forged = _rewrite(archive, tmp_path / "forged.zip", change, reseal=True)
     out = tmp_path / "out"
@@ -493,10 +647,8 @@ def test_incomplete_sweep_is_refused_unless_allowed(
     manifest = read_json(partial / "manifest.json")
     manifest["complete"] = False
     (partial / "manifest.json").write_text(dumps_json(manifest))
-    comparison = read_json(partial / "comparison.json")
-    entry = next(r for r in comparison["runs"] if r["name"] == "fedprox")
-    entry.update(status="incomplete", rounds=[], final={})
-    (partial / "comparison.json").write_text(dumps_json(comparison))
+    _write_reports(partial)  # as an interrupted sweep leaves them: fedprox 'incomplete'
+    assert '"status": "incomplete"' in (partial / "comparison.json").read_text()
 
     target = tmp_path / "partial.crate.zip"
     assert main(["archive", str(partial), "-o", str(target)]) == 2
@@ -545,3 +697,19 @@ def test_archive_options_are_validated(
     assert main(["archive", str(sweep_dir), "-o", str(sweep_dir / "inside.zip")]) == 2
     assert "cannot be written inside the sweep folder" in capsys.readouterr().err
     assert not (tmp_path / "x.zip").exists() and not (sweep_dir / "inside.zip").exists()
+
+
+def test_archive_refuses_a_missing_output_folder(
+    sweep_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "no" / "such" / "x.zip"
+    assert main(["archive", str(sweep_dir), "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'no' / 'such'}: no such folder for the archive" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []  # no folder created, nothing written
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    assert main(["archive", str(sweep_dir), "-o", str(not_a_folder / "x.zip")]) == 2
+    assert "no such folder for the archive" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -556,7 +556,6 @@ def write_deterministic_zip(
     folders = {str(p) + "/" for n in names for p in PurePosixPath(n).parents if str(p) != "."}
     entries = sorted([*names, *folders])
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -625,6 +624,12 @@ def archive_sweep(
         )
     if target.is_dir():
         raise InputError("is a folder; give the archive's file name", source=str(target))
+    if not target.parent.is_dir():
+        raise InputError(
+            "no such folder for the archive; create it first (velocity archive never creates "
+            "folders)",
+            source=str(target.parent),
+        )
 
     date_published = _published_at(sweep)
     contents: dict[str, bytes] = {name: (sweep.path / name).read_bytes() for name in sweep.files}

@@ -123,6 +123,8 @@ class ArchivedRun:
     error: str | None
     rounds: list[dict[str, Any]] | None
     columns: list[str] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
 
 
 @dataclass
@@ -644,11 +646,163 @@ def _check_final(
             )
 
 
-def _load_run(crate: CrateContents, name: str, comparison: Mapping[str, Any] | None) -> ArchivedRun:
+_ABSENT = "<absent>"
+_PRESENTATION_KEYS = frozenset(
+    {"spec", "fingerprint", "fingerprint_without_seed", "strategy", "attack", "dataset"}
+    | {"group", "label", "schema"}
+)
+"""Keys of comparison.json that another velocity version may legitimately render differently."""
+
+
+def _element_label(item: Any, index: int) -> str:
+    if isinstance(item, Mapping):
+        for key in ("name", "label"):
+            if isinstance(item.get(key), str):
+                return repr(item[key])
+    return str(index)
+
+
+def _first_disagreement(
+    archived: Any, derived: Any, where: str, *, lenient: bool
+) -> tuple[str, Any, Any] | None:
+    """Where a recorded document first differs from the one re-derived from rounds.csv:
+    ``(field path, archived, derived)``. Timings never count; ``lenient`` (another velocity
+    version wrote the archive) also skips presentation keys and keys present on one side only."""
+    if isinstance(archived, Mapping) and isinstance(derived, Mapping):
+        for key in dict.fromkeys([*derived, *archived]):
+            if _is_timing(str(key)) or (lenient and key in _PRESENTATION_KEYS):
+                continue
+            path = f"{where}.{key}" if where else str(key)
+            if key not in archived or key not in derived:
+                if lenient:
+                    continue
+                return path, archived.get(key, _ABSENT), derived.get(key, _ABSENT)
+            found = _first_disagreement(archived[key], derived[key], path, lenient=lenient)
+            if found is not None:
+                return found
+        return None
+    if isinstance(archived, list) and isinstance(derived, list):
+        if len(archived) != len(derived):
+            return f"{where} (number of entries)", len(archived), len(derived)
+        for index, (old, new) in enumerate(zip(archived, derived, strict=True)):
+            path = f"{where}[{_element_label(new, index)}]"
+            found = _first_disagreement(old, new, path, lenient=lenient)
+            if found is not None:
+                return found
+        return None
+    if isinstance(archived, Mapping | list) or isinstance(derived, Mapping | list):
+        return where, archived, derived
+    if not values_match(archived, derived, exact=True, tolerance=0.0):
+        return where, archived, derived
+    return None
+
+
+def _check_summary_derived(
+    crate: CrateContents,
+    name: str,
+    summary: Mapping[str, Any],
+    rounds: Sequence[Mapping[str, Any]],
+    *,
+    lenient: bool,
+) -> None:
+    """summary.json's ``best`` and ``totals`` must be what the sweep computes from rounds.csv."""
+    from velocity.sweep import summarize_rounds
+
+    best, totals = summarize_rounds(rounds)
+    for key, derived in (("best", best), ("totals", totals)):
+        found = _first_disagreement(summary.get(key, _ABSENT), derived, key, lenient=lenient)
+        if found is not None:
+            path, old, new = found
+            raise _inconsistent(
+                crate,
+                f"{name}/summary.json: {path} is {old!r} but {name}/rounds.csv gives {new!r}",
+            )
+
+
+def _target_accuracy(crate: CrateContents, comparison: Mapping[str, Any]) -> float:
+    target = comparison.get("target_accuracy")
+    if (
+        isinstance(target, bool)
+        or not isinstance(target, int | float)
+        or not (math.isfinite(target) and 0 < target <= 1)
+    ):
+        raise _inconsistent(
+            crate, f"comparison.json: target_accuracy must be a number in (0, 1], got {target!r}"
+        )
+    return float(target)
+
+
+def _check_comparison_derived(
+    crate: CrateContents,
+    manifest: dict[str, Any],
+    runs: Mapping[str, ArchivedRun],
+    order: Sequence[str],
+    comparison: Mapping[str, Any],
+    *,
+    lenient: bool,
+) -> None:
+    """comparison.json must equal what ``velocity.report.build_comparison`` makes of the
+    archived runs (best, totals, accuracy drops, rounds to target, seed groups, ranking)."""
+    from velocity.report import build_comparison
+    from velocity.sweep import SweepData, SweepRun
+
+    sweep_runs = []
+    for name in order:
+        run = runs[name]
+        if run.spec is None or run.config is None:
+            raise _inconsistent(
+                crate, f"comparison.json cannot be re-derived: run {name!r} has no config.json"
+            )
+        sweep_runs.append(SweepRun(name, run.spec, run.config, run.summary, run.rounds))
+    data = SweepData(out_dir=crate.path, manifest=manifest, runs=sweep_runs)
+    derived = build_comparison(data, target_accuracy=_target_accuracy(crate, comparison))
+    found = _first_disagreement(comparison, derived, "", lenient=lenient)
+    if found is not None:
+        path, old, new = found
+        raise _inconsistent(
+            crate,
+            f"comparison.json: {path} is {old!r} but the archived runs' rounds.csv and "
+            f"summary.json give {new!r}",
+        )
+
+
+def _check_comparison_markdown(
+    crate: CrateContents, manifest: Mapping[str, Any], comparison: Mapping[str, Any]
+) -> None:
+    """comparison.md must be exactly what ``comparison_markdown`` renders of comparison.json."""
+    from velocity.report import comparison_markdown
+
+    try:
+        text = crate.files["comparison.md"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _inconsistent(crate, "comparison.md is not UTF-8 text") from None
+    expected = comparison_markdown(comparison, manifest)
+    if text == expected:
+        return
+    old_lines, new_lines = text.split("\n"), expected.split("\n")
+    line = next(
+        (i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=False)) if a != b),
+        min(len(old_lines), len(new_lines)),
+    )
+    old = old_lines[line] if line < len(old_lines) else _ABSENT
+    new = new_lines[line] if line < len(new_lines) else _ABSENT
+    raise _inconsistent(
+        crate,
+        f"comparison.md: line {line + 1} is {old!r} but comparison.json renders {new!r}",
+    )
+
+
+def _load_run(
+    crate: CrateContents,
+    name: str,
+    comparison: Mapping[str, Any] | None,
+    *,
+    lenient: bool = False,
+) -> ArchivedRun:
     config_name, summary_name, rounds_name = (
         f"{name}/{f}" for f in ("config.json", "summary.json", "rounds.csv")
     )
-    spec = spec_data = fingerprint = None
+    spec = spec_data = fingerprint = config = None
     if config_name in crate.files:
         config = _json_document(crate, config_name, floats=False)
         if not isinstance(config, dict) or config.get("schema") != CONFIG_SCHEMA:
@@ -675,7 +829,7 @@ def _load_run(crate: CrateContents, name: str, comparison: Mapping[str, Any] | N
                 crate,
                 f"comparison.json has results for {name!r} but the archive has no {summary_name}",
             )
-        return ArchivedRun(name, spec, spec_data, fingerprint, None, None, None)
+        return ArchivedRun(name, spec, spec_data, fingerprint, None, None, None, config=config)
     if spec is None:
         raise _inconsistent(crate, f"{name!r} has results but no {config_name}")
     summary = _json_document(crate, summary_name)
@@ -702,6 +856,7 @@ def _load_run(crate: CrateContents, name: str, comparison: Mapping[str, Any] | N
             crate, f"{summary_name} says {completed} rounds, {rounds_name} holds {len(rounds)}"
         )
     _check_final(crate, name, summary.get("final"), rounds, summary_name)
+    _check_summary_derived(crate, name, summary, rounds, lenient=lenient)
     error = summary.get("error")
     if comparison is None:
         pass
@@ -732,7 +887,9 @@ def _load_run(crate: CrateContents, name: str, comparison: Mapping[str, Any] | N
                     f"rounds, {rounds_name} holds {len(rounds)}",
                 )
         _check_final(crate, name, comparison.get("final"), rounds, f"comparison.json ({name})")
-    return ArchivedRun(name, spec, spec_data, fingerprint, status, error, rounds, columns)
+    return ArchivedRun(
+        name, spec, spec_data, fingerprint, status, error, rounds, columns, config, summary
+    )
 
 
 def _check_actions(crate: CrateContents, runs: Mapping[str, ArchivedRun]) -> None:
@@ -776,7 +933,19 @@ def load_archived_sweep(crate: CrateContents) -> ArchivedSweep:
         if name.casefold() in seen:
             raise _fail(crate.path, f"manifest.json: run name {name!r} appears twice")
         seen.add(name.casefold())
+    from velocity import __version__
+
+    archived_version = velocity_version(manifest)
+    # Another velocity may label or lay out the comparison differently; its numbers still count.
+    lenient = archived_version != __version__
+    notes = []
+    if lenient:
+        notes.append(
+            f"archived by velocity {archived_version}, this is {__version__}: comparison.json's "
+            "numbers were re-derived, its labels and comparison.md were not"
+        )
     entries: dict[str, Mapping[str, Any]] = {}
+    comparison: Any = None
     if "comparison.json" in crate.files:
         comparison = _json_document(crate, "comparison.json")
         rows = comparison.get("runs") if isinstance(comparison, dict) else None
@@ -790,10 +959,20 @@ def load_archived_sweep(crate: CrateContents) -> ArchivedSweep:
                     "which manifest.json does not list",
                 )
             entries[row["name"]] = row
-    runs = {name: _load_run(crate, name, entries.get(name)) for name in names}
+    runs = {name: _load_run(crate, name, entries.get(name), lenient=lenient) for name in names}
     _check_actions(crate, runs)
+    if comparison is not None:
+        _check_comparison_derived(crate, manifest, runs, names, comparison, lenient=lenient)
+        if "comparison.md" in crate.files and not lenient:
+            _check_comparison_markdown(crate, manifest, comparison)
+    elif "comparison.md" in crate.files:
+        raise _inconsistent(
+            crate, "comparison.md is archived without the comparison.json it renders"
+        )
     missing = [name for name in names if runs[name].status is None]
-    return ArchivedSweep(manifest=manifest, runs=runs, order=list(names), missing=missing)
+    return ArchivedSweep(
+        manifest=manifest, runs=runs, order=list(names), missing=missing, notes=notes
+    )
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -897,7 +1076,8 @@ def compare_run(
     tolerance: float,
     reproduced_error: str | None = None,
 ) -> RunComparison:
-    """Verdict for one run: same status and same trajectory, else where it first differs."""
+    """Verdict for one run: same status (a failed run failing with the same exception type)
+    and same trajectory, else where it first differs."""
     verdict = RunComparison(
         archived.name, "ok", archived.status, reproduced_status, reproduced_error=reproduced_error
     )
@@ -924,12 +1104,28 @@ def compare_run(
         elif first is not None:
             verdict.detail += "; " + _describe_difference(first)
         return verdict
+    if archived.status == "failed" and _error_type(archived.error) != _error_type(reproduced_error):
+        # The message wording may change between versions; the kind of failure may not.
+        verdict.differences += 1
+        verdict.verdict = "MISMATCH"
+        verdict.detail = (
+            f"failed differently: archived {_format_value(archived.error)}, "
+            f"now {_format_value(reproduced_error)}"
+        )
+        return verdict
     if first is not None:
         verdict.verdict = "MISMATCH"
         verdict.detail = _describe_difference(first)
         if count > 1:
             verdict.detail += f" ({count} differences)"
     return verdict
+
+
+def _error_type(error: str | None) -> str | None:
+    """The exception type of a recorded error (the sweep writes them as 'Type: message')."""
+    if error is None:
+        return None
+    return error.split(":", 1)[0].strip()
 
 
 def _describe_difference(first: Mapping[str, Any]) -> str:
@@ -1108,7 +1304,8 @@ def reproduce_archive(
     if on_verified is not None:
         on_verified(sweep, drift, platform_notes)
 
-    notes = [
+    notes = list(sweep.notes)
+    notes += [
         f"the archive holds no results for {name!r}" for name in sweep.missing if name in selected
     ]
     to_run: list[RunSpec] = []
