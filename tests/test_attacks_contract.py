@@ -140,7 +140,14 @@ def _local_data(k: int = 60, f: int = 64, classes: int = 10) -> tuple[np.ndarray
 
 def _poison(name: str, X: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, ...]:
     entry, params = ATTACKS.resolve(name)
-    return entry.obj(X, y, np.random.default_rng(seed), num_classes=10, **params)
+    return entry.obj(
+        X,
+        y,
+        np.random.default_rng(seed),
+        shared_rng=np.random.default_rng([seed, 1]),
+        num_classes=10,
+        **params,
+    )
 
 
 @pytest.mark.parametrize("name", DATA_ATTACKS)

@@ -41,9 +41,16 @@ def test_gaussian_draws_n0_sigma_from_the_given_rng() -> None:
     assert abs(out.std() - 3.0) < 0.1 and abs(out.mean()) < 0.1
 
 
-def test_ipm_sends_minus_epsilon_times_the_mean() -> None:
-    out, _ = _attack("ipm", [[1, 2], [3, 4], [5, 6]], [False, False, True], epsilon=0.5)
-    np.testing.assert_allclose(out, [[-1.5, -2.0]])
+def test_ipm_sends_minus_epsilon_times_the_mean_of_the_honest_updates() -> None:
+    # Xie et al.: -epsilon x the mean of the correct workers' updates. Honest rows (1, 2) and
+    # (3, 4) have mean (2, 3); the attacker's own genuine row (5, 6) is not part of it.
+    out, _ = _attack("ipm", [[1, 2], [3, 4], [5, 6]], [False, False, True], epsilon=1.0)
+    np.testing.assert_allclose(out, [[-2.0, -3.0]])
+    out, _ = _attack("ipm", [[1, 2], [3, 4], [5, 6]], [True, False, True], epsilon=0.5)
+    np.testing.assert_allclose(out, [[-1.5, -2.0], [-1.5, -2.0]])
+    # No honest row sampled: the attackers can only invert the mean of their own rows.
+    out, _ = _attack("ipm", [[1, 2], [3, 4]], [True, True], epsilon=2.0)
+    np.testing.assert_allclose(out, [[-4.0, -6.0], [-4.0, -6.0]])
 
 
 def test_alie_default_z_follows_baruch_et_al() -> None:
@@ -193,7 +200,14 @@ def test_scaling_defaults_to_the_model_replacement_factor() -> None:
 
 def _poison(name: str, X: np.ndarray, y: np.ndarray, **params: object) -> tuple[np.ndarray, ...]:
     entry, resolved = ATTACKS.resolve({"type": name, **params})
-    return entry.obj(X, y, np.random.default_rng(0), num_classes=10, **resolved)
+    return entry.obj(
+        X,
+        y,
+        np.random.default_rng(0),
+        shared_rng=np.random.default_rng(1),
+        num_classes=10,
+        **resolved,
+    )
 
 
 def test_label_flip_reverse_and_derangement() -> None:
@@ -230,6 +244,11 @@ def test_backdoor_stamps_the_trigger_into_a_fraction_and_relabels() -> None:
     np.testing.assert_array_equal(y_out[stamped], 0)
     untouched = np.setdiff1d(np.arange(10), stamped)
     np.testing.assert_array_equal(y_out[untouched], y[untouched])
+    # A client with few samples still poisons one (fraction > 0 means every attacker acts).
+    X_out, _ = _poison("backdoor", X[:2], y[:2], fraction=0.2)
+    assert np.any(X_out != 0, axis=1).sum() == 1
+    X_out, y_out = _poison("backdoor", X[:0], y[:0], fraction=0.2)
+    assert X_out.shape == (0, 64) and y_out.shape == (0,)
 
 
 def test_backdoor_trigger_forms() -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from velocity.artifacts import read_rounds_csv, rounds_csv_text
 from velocity.attacks import build_threat_model, draw_malicious_clients
 from velocity.attacks.model_poisoning import alie_default_z
 from velocity.errors import InputError, SpecError
+from velocity.seeds import child_rng
 from velocity.simulation import TIMING_METRICS, prepare_run, run_simulation
 from velocity.spec import spec_from_mapping
+from velocity.sweep import rounds_columns
 
 BASE = {"dataset": "digits", "num_clients": 10, "rounds": 3, "byzantine": 0.3}
 
@@ -45,6 +51,47 @@ def test_poison_data_returns_copies_changing_only_malicious_samples() -> None:
     np.testing.assert_array_equal(X_out, X)
 
 
+def test_backdoor_poisons_the_fraction_of_each_malicious_clients_own_samples() -> None:
+    # Non-IID shards give the malicious clients different sample counts.
+    spec, setup, threat = _threat(
+        attack="backdoor:fraction=0.1", partition="dirichlet:alpha=0.3", num_clients=10
+    )
+    X, y = setup.data.X_train, setup.data.y_train
+    X_out, y_out = threat.poison_data(X, y)
+    stamped = np.all(X_out[:, 60:] == 3.0, axis=1) & ~np.all(X[:, 60:] == 3.0, axis=1)
+    sizes = []
+    for client in threat.malicious_clients:
+        rows = setup.clients[int(client)]
+        sizes.append(len(rows))
+        expected = max(int(np.floor(0.1 * len(rows) + 0.5)), 1)
+        assert stamped[rows].sum() == expected, (client, len(rows))
+        assert np.all(y_out[rows][stamped[rows]] == 0)
+        # The client's choice comes from its own seed-tree child, not from a pooled draw.
+        entry, params = threat.data_attacks[0].entry, threat.data_attacks[0].params
+        X_own, _ = entry.obj(
+            X[rows],
+            y[rows],
+            child_rng(spec.seed, "attack", "data", int(client), 0),
+            shared_rng=child_rng(spec.seed, "attack", "data", "shared", 0),
+            num_classes=10,
+            **params,
+        )
+        np.testing.assert_array_equal(X_out[rows], X_own)
+    assert len(set(sizes)) > 1  # the check covers clients of different sizes
+    assert stamped.sum() == stamped[threat.malicious_samples()].sum()
+
+
+def test_label_flip_derangement_is_one_mapping_shared_by_every_malicious_client() -> None:
+    _, setup, threat = _threat(attack="label_flip:mapping=derangement")
+    y = setup.data.y_train
+    _, y_out = threat.poison_data(setup.data.X_train, y)
+    owned = threat.malicious_samples()
+    mapping = {int(a): int(b) for a, b in zip(y[owned], y_out[owned], strict=True)}
+    pairs = {(int(a), int(b)) for a, b in zip(y[owned], y_out[owned], strict=True)}
+    assert len(pairs) == len(mapping) == 10  # every class, one image each
+    assert all(a != b for a, b in mapping.items())
+
+
 def test_poison_updates_replaces_only_sampled_malicious_rows() -> None:
     _, _, threat = _threat(attack="sign_flip:scale=2")
     ids = np.arange(10)
@@ -58,12 +105,12 @@ def test_poison_updates_replaces_only_sampled_malicious_rows() -> None:
     np.testing.assert_array_equal(out[~bad], updates[~bad])
     np.testing.assert_allclose(out[bad], -2 * updates[bad])
     assert record["num_malicious"] == 3
-    assert record["malicious"] == " ".join(str(k) for k in threat.malicious_clients)
+    assert record["malicious"] == json.dumps(threat.malicious_clients.tolist())
     # A round without malicious clients: nothing changes, the columns are still there.
     honest_ids = np.setdiff1d(ids, threat.malicious_clients)[:4]
     out, _, record = threat.poison_updates(updates[:4], weights[:4], honest_ids, 2)
     np.testing.assert_array_equal(out, updates[:4])
-    assert record == {"num_malicious": 0, "malicious": ""}
+    assert record == {"num_malicious": 0, "malicious": "[]"}
 
 
 def test_records_keep_the_same_columns_and_map_rows_to_client_ids() -> None:
@@ -95,7 +142,7 @@ def test_same_attack_twice_gets_numbered_columns() -> None:
     assert record["alie2_z"] == 2.0
 
 
-def test_runs_record_malicious_clients_and_attack_columns_every_round() -> None:
+def test_runs_record_malicious_clients_and_attack_columns_every_round(tmp_path: Path) -> None:
     spec = spec_from_mapping(
         {
             **BASE,
@@ -113,13 +160,20 @@ def test_runs_record_malicious_clients_and_attack_columns_every_round() -> None:
     for column in ("num_malicious", "malicious", "scaling_factor", "attack_success_rate"):
         assert column in first
     for record in result.rounds:
-        ids = [int(k) for k in record["malicious"].split()]
+        ids = json.loads(record["malicious"])
         assert len(ids) == record["num_malicious"]
+        assert set(ids) <= set(draw_malicious_clients(0, 10, 3).tolist())
         assert (record["scaling_factor"] is None) == (record["num_malicious"] == 0)
         evaluated = record["round"] % 2 == 0
         assert (record["attack_success_rate"] is not None) == evaluated
         assert (record["test_accuracy"] is not None) == evaluated
     assert [r["num_malicious"] for r in result.rounds] == [1, 0, 1, 2]
+    # One or several ids, or none: the column stays a string through rounds.csv.
+    path = tmp_path / "rounds.csv"
+    path.write_text(rounds_csv_text(result.rounds, rounds_columns(result.rounds)))
+    read_back = [r["malicious"] for r in read_rounds_csv(path)]
+    assert read_back == [r["malicious"] for r in result.rounds]
+    assert all(isinstance(v, str) for v in read_back)
 
 
 def test_attacked_runs_are_deterministic() -> None:

@@ -85,11 +85,41 @@ def test_sweeping_attack_adds_one_no_attack_baseline_per_strategy_and_seed() -> 
     assert all(s.attacks and s.byzantine == 1 for s in attacked)
 
 
-def test_an_explicit_none_in_the_attack_list_is_not_duplicated() -> None:
+@pytest.mark.parametrize(
+    "attacks", [["none", "sign_flip"], ["sign_flip", "none"], ["alie", "none", "sign_flip"]]
+)
+def test_an_explicit_none_in_the_attack_list_is_not_duplicated(attacks: list[str]) -> None:
+    # The generated baseline and the listed "none" are one run, whichever comes first.
     specs = expand_experiment(
-        {"shared": SHARED, "matrix": {"attack": ["none", "sign_flip"]}}, "x.toml"
+        {"shared": SHARED, "matrix": {"strategy": ["fedavg", "median"], "attack": attacks}},
+        "x.toml",
     )
-    assert [s.name for s in specs] == ["none", "sign_flip"]
+    names = [s.name for s in specs]
+    assert len(names) == len(set(names)) == 2 * len(attacks)
+    for strategy in ("fedavg", "median"):
+        baseline = next(s for s in specs if s.name == f"{strategy}__none")
+        assert baseline.attacks == [] and baseline.byzantine == 0
+        assert {f"{strategy}__{a}" for a in attacks} <= set(names)
+
+
+def test_an_explicit_none_with_seeds_keeps_one_baseline_per_seed() -> None:
+    specs = expand_experiment(
+        {"shared": SHARED, "matrix": {"attack": ["alie", "none"], "seeds": 2}}, "x.toml"
+    )
+    assert [s.name for s in specs] == ["none__s0", "none__s1", "alie__s0", "alie__s1"]
+
+
+def test_a_none_run_differing_from_the_baseline_is_still_a_duplicate_name() -> None:
+    # Two generated baselines with one name but different configs are not the same run.
+    with pytest.raises(SpecError, match="duplicate run name 'x__none'"):
+        expand_experiment(
+            {
+                "shared": SHARED,
+                "runs": [{"name": "x", "lr": 0.1}, {"name": "x", "lr": 0.2}],
+                "matrix": {"attack": ["alie"]},
+            },
+            "x.toml",
+        )
 
 
 def test_matrix_applies_on_top_of_every_explicit_run_and_overrides_win() -> None:
@@ -128,8 +158,11 @@ def test_shared_and_runs_file_without_matrix_keeps_run_names() -> None:
         ("[matrix]\nseeds = 0\n", "seeds must be a count N > 0"),
         ("[matrix]\nseeds = [1, 1]\n", "seeds must be distinct"),
         ("[matrix]\nseed = [1, 2]\n", "use 'seeds'"),
-        ("[matrix]\nlr = ['fast']\n", "matrix.lr = 'fast': lr: Input should be a valid number"),
-        ("[shared]\nrounds = 'many'\n", "shared: rounds: Input should be a valid integer"),
+        (
+            "[matrix]\nlr = ['fast']\n",
+            "matrix.lr = 'fast': lr: expected a number, got the string 'fast'",
+        ),
+        ("[shared]\nrounds = 'many'\n", "shared: rounds: expected a number, got the string 'many'"),
         ("[shared]\nrouns = 3\n", "rouns: unknown key; did you mean 'rounds'?"),
         ("[sweep]\nx = 1\n", "unknown top-level key 'sweep'"),
         ("[[runs]]\nname = 'a'\n[[runs]]\nname = 'a'\n", "duplicate run name 'a'"),

@@ -238,6 +238,90 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path) -> None
     assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
 
 
+def test_two_names_for_one_configuration_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # krum:f=2 and krum:f=2.0 read differently but are one run: it must not count twice.
+    out = tmp_path / "twins"
+    code = main(
+        ["sweep", "--strategies", "krum:f=2;krum:f=2.0", "--model", "logreg", "--out", str(out)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "runs 'krum-f2' and 'krum-f2.0' are the same configuration" in err
+    assert "\n" not in err
+    assert not out.exists()
+    twins = expand_experiment({"shared": TINY, "runs": [{"name": "a"}, {"name": "b"}]}, "test")
+    with pytest.raises(InputError, match="runs 'a' and 'b' are the same configuration"):
+        run_sweep(twins, tmp_path / "api")
+    assert not (tmp_path / "api").exists()
+
+
+def test_a_sweep_killed_after_its_manifest_resumes_to_the_uninterrupted_result(
+    sweeps: dict[int, SweepResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import velocity.sweep as sweep_module
+
+    real_write = sweep_module.write_json_atomic
+
+    def killed_at_the_first_config(path: str | Path, payload: Any) -> None:
+        if Path(path).name == "config.json":
+            raise KeyboardInterrupt  # the process dies right after writing the manifest
+        real_write(path, payload)
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(sweep_module, "write_json_atomic", killed_at_the_first_config)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(mixed_specs(), out, parallel=2)
+    monkeypatch.setattr(sweep_module, "write_json_atomic", real_write)
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    assert read_json(out / "manifest.json")["complete"] is False
+    with pytest.raises(InputError, match="not empty"):
+        run_sweep(mixed_specs(), out)
+    assert [s.fingerprint for s in load_sweep_specs(out)] == [s.fingerprint for s in mixed_specs()]
+
+    assert main(["sweep", "--resume", str(out), "--parallel", "2"]) == 1  # 'fails' fails
+    reference = sweeps[1].out_dir
+    for spec in mixed_specs():
+        for name in RUN_FILES:
+            assert (out / spec.name / name).is_file(), (spec.name, name)
+        assert (out / spec.name / "config.json").read_bytes() == (
+            reference / spec.name / "config.json"
+        ).read_bytes()
+        assert metric_columns_text(out / spec.name / "rounds.csv") == metric_columns_text(
+            reference / spec.name / "rounds.csv"
+        ), spec.name
+    assert _strip_timings(read_json(out / "comparison.json")) == _strip_timings(
+        read_json(reference / "comparison.json")
+    )
+    assert read_json(out / "manifest.json")["complete"] is True
+
+
+def test_a_folder_holding_only_a_half_written_manifest_takes_a_fresh_sweep(
+    tmp_path: Path,
+) -> None:
+    # Killed while the manifest's temp file was being written: nothing of the sweep exists yet.
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / ".manifest.json.abc123.tmp").write_text("{", encoding="utf-8")
+    specs = mixed_specs()[:1]
+    result = run_sweep(specs, out, parallel=1)
+    assert result.exit_code == 0
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_cli_runs_of_a_folder_that_is_no_sweep_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_store(tmp_path / "runs.db"):
+        pass  # the store exists: the folder, not a missing store, is the problem
+    for folder in (tmp_path / "nonexistent", tmp_path):
+        assert main(["runs", "--sweep", str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "not a sweep folder (no manifest.json)" in err and str(folder) in err
+        assert "\n" not in err
+
+
 def test_resume_refuses_runs_that_differ_from_the_saved_ones(
     sweeps: dict[int, SweepResult],
 ) -> None:

@@ -223,7 +223,7 @@ def expand_experiment(
     else:
         points = [({}, [], False)]
     specs: list[RunSpec] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}  # name -> (fingerprint, is a generated baseline)
     for fields, where, base_name in bases:
         for values, parts, is_baseline in points:
             merged = {**fields, **values, **overrides}
@@ -237,13 +237,16 @@ def expand_experiment(
             axis_values = {k: v for k, v in values.items() if k != "seed"}
             spec = _validate(merged, where, axis_values)
             if name in seen:
-                if is_baseline and seen[name] == spec.fingerprint:
-                    continue  # the same baseline reached from several attacked points
+                fingerprint, seen_as_baseline = seen[name]
+                if fingerprint == spec.fingerprint and (is_baseline or seen_as_baseline):
+                    # One run reached twice: a generated baseline, and another attacked point's
+                    # baseline or an explicit "none" value, in either order.
+                    continue
                 raise SpecError(
                     f"{source}: duplicate run name '{name}'; give runs distinct 'name's "
                     "(or matrix values that differ in their readable name)"
                 )
-            seen[name] = spec.fingerprint
+            seen[name] = (spec.fingerprint, is_baseline)
             specs.append(spec)
     return specs
 

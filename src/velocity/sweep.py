@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -355,12 +356,18 @@ def load_sweep(out_dir: str | Path, *, with_results: bool = True) -> SweepData:
     names = manifest.get("runs")
     if not isinstance(names, list):
         raise InputError("manifest.json has no list of runs", source=str(folder))
+    saved_configs = manifest.get("configs")
     runs = []
     for raw_name in names:
         name = _safe_run_name(raw_name, manifest_path)
         config_path = folder / name / "config.json"
         try:
-            config = read_json(config_path)
+            if not config_path.exists() and isinstance(saved_configs, dict):
+                # Killed after the manifest but before this config: the manifest has it.
+                config = saved_configs[name]
+                config_path = manifest_path
+            else:
+                config = read_json(config_path)
             spec = RunSpec.model_validate(config["spec"])
         except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
             raise InputError(f"unreadable run config ({exc})", source=str(config_path)) from None
@@ -438,12 +445,20 @@ def validate_sweep_request(
     if parallel is not None and (isinstance(parallel, bool) or parallel < 1):
         raise InputError(f"--parallel must be an integer >= 1, got {parallel!r}")
     seen: set[str] = set()
+    by_fingerprint: dict[str, str] = {}
     for spec in specs:
         if not isinstance(spec, RunSpec):
             raise InputError(f"sweep runs must be RunSpecs, got {type(spec).__name__}")
         if spec.name in seen:
             raise InputError(f"duplicate run name '{spec.name}' in the sweep")
         seen.add(spec.name)
+        # Two names for one configuration would count one result twice (e.g. as two seeds).
+        twin = by_fingerprint.setdefault(spec.fingerprint, spec.name)
+        if twin != spec.name:
+            raise InputError(
+                f"runs '{twin}' and '{spec.name}' are the same configuration (fingerprint "
+                f"{spec.fingerprint[:12]}); a sweep runs each configuration once"
+            )
     if resume:
         saved = load_sweep(out_dir, with_results=False)
         saved_ids = [(r.name, r.spec.fingerprint) for r in saved.runs]
@@ -453,12 +468,20 @@ def validate_sweep_request(
                 "the runs given do not match the sweep being resumed (names or configs differ)",
                 source=str(out_dir),
             )
-    elif out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    elif out_dir.exists() and (not out_dir.is_dir() or any(_user_entries(out_dir))):
         raise InputError(
             "output folder exists and is not empty; choose another --out or use --resume",
             source=str(out_dir),
         )
     return list(specs)
+
+
+_MANIFEST_TEMP = re.compile(r"\.manifest\.json\..+\.tmp")
+
+
+def _user_entries(out_dir: Path) -> Iterator[Path]:
+    """Entries of a folder other than a manifest temp file a sweep killed at its start left."""
+    return (p for p in out_dir.iterdir() if not _MANIFEST_TEMP.fullmatch(p.name))
 
 
 @contextlib.contextmanager
@@ -538,6 +561,8 @@ def run_sweep(
     source = str(out_dir.resolve())
     now = utc_now()
 
+    # The manifest (run list and every config) is written first and the configs after it, so a
+    # sweep killed at any point leaves either an empty folder or one that --resume finishes.
     if resume:
         manifest = read_json(out_dir / "manifest.json")
         manifest["complete"] = False
@@ -552,14 +577,18 @@ def run_sweep(
             "finished_at": None,
             "complete": False,
             "runs": [s.name for s in specs],
+            "configs": {s.name: _config_payload(s) for s in specs},
             "parallel": workers,
             "resumes": [],
             **collect_environment(),
         }
         out_dir.mkdir(parents=True, exist_ok=True)
-        for spec in specs:
-            write_json_atomic(out_dir / spec.name / "config.json", _config_payload(spec))
+        _clean_temp_files(out_dir, [])
     write_json_atomic(out_dir / "manifest.json", manifest)
+    for spec in specs:
+        config_path = out_dir / spec.name / "config.json"
+        if not config_path.exists():
+            write_json_atomic(config_path, _config_payload(spec))
 
     results: dict[str, RunOutcome] = {}
     warnings: list[str] = []

@@ -33,8 +33,11 @@ recording (e.g. Fang's lambda); its keys are declared in the entry's ``records``
 """
 
 DataAttack = Callable[..., tuple[np.ndarray, np.ndarray]]
-"""``(X (k, f) float32, y (k,) int64, rng, *, num_classes, **params) -> (X', y')``: the
-malicious clients' samples, poisoned. Returns new arrays of the same shapes and dtypes."""
+"""``(X (k, f) float32, y (k,) int64, rng, *, shared_rng, num_classes, **params) -> (X', y')``:
+one malicious client's k samples, poisoned (called once per malicious client). ``rng`` is that
+client's own stream (which samples it poisons); ``shared_rng`` is the same stream for every
+client, for choices the attackers share (label_flip's derangement). Returns new arrays of the
+same shapes and dtypes."""
 
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack")
 

@@ -59,13 +59,20 @@ def _derangement(num_classes: int, rng: np.random.Generator) -> np.ndarray:
     paper="Fang et al., USENIX Security 2020 (label flipping l -> C-1-l); Biggio et al., ICML 2012",
 )
 def label_flip(
-    X: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, num_classes: int, mapping: str
+    X: np.ndarray,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    shared_rng: np.random.Generator,
+    num_classes: int,
+    mapping: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All labels mapped through one fixed class permutation."""
+    """All labels mapped through one class permutation, the same for every malicious client
+    (the derangement is drawn from ``shared_rng``)."""
     if mapping == "reverse":
         table = np.arange(num_classes)[::-1]
     else:
-        table = _derangement(num_classes, rng)
+        table = _derangement(num_classes, shared_rng)
     return X.copy(), table[y].astype(np.int64)
 
 
@@ -113,12 +120,14 @@ def targeted_label_flip(
     y: np.ndarray,
     rng: np.random.Generator,
     *,
+    shared_rng: np.random.Generator,
     num_classes: int,
     source: int,
     target: int,
     ratio: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """round(ratio x #source samples) source samples, drawn from rng, get label ``target``."""
+    """round(ratio x #source samples) of this client's source samples, drawn from rng, get
+    label ``target``."""
     _check_class("source", "targeted_label_flip", source, num_classes)
     _check_class("target", "targeted_label_flip", target, num_classes)
     if source == target:
@@ -225,6 +234,7 @@ def backdoor(
     y: np.ndarray,
     rng: np.random.Generator,
     *,
+    shared_rng: np.random.Generator,
     num_classes: int,
     target: int,
     trigger: str,
@@ -232,10 +242,12 @@ def backdoor(
     value: float,
     fraction: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """round(fraction x k) samples drawn from rng get the trigger and label ``target``."""
+    """round(fraction x k) of this client's k samples (at least one when k > 0), drawn from
+    rng, get the trigger and label ``target``."""
     _check_class("target", "backdoor", target, num_classes)
     features = trigger_features(trigger, size, X.shape[1])
-    count = int(np.floor(fraction * len(y) + 0.5))
+    # fraction > 0, so every malicious client with data poisons something.
+    count = max(int(np.floor(fraction * len(y) + 0.5)), 1) if len(y) else 0
     chosen = rng.choice(len(y), count, replace=False)
     X_out = X.copy()
     X_out[np.ix_(chosen, features)] = value

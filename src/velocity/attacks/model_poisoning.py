@@ -1,7 +1,7 @@
 """Model-poisoning attacks: pure functions replacing the malicious rows of a round's updates.
 
-Each follows ``velocity.attacks.base.ModelAttack``; statistics of "the round" are taken over the
-genuine update matrix (every sampled client's honest training), as the papers' attackers see it.
+Each follows ``velocity.attacks.base.ModelAttack``; each attack's docstring names the rows its
+statistics use (the honest rows, or the whole genuine matrix), per its paper; see docs/attacks.md.
 """
 
 from __future__ import annotations
@@ -110,8 +110,14 @@ def ipm(
     *,
     epsilon: float,
 ) -> tuple[np.ndarray, Info]:
-    """Every malicious client sends -epsilon x (unweighted mean of the genuine updates)."""
-    return _copies(-epsilon * _mean(updates), int(malicious.sum())), {}
+    """Every malicious client sends -epsilon x (unweighted mean of the honest rows).
+
+    Xie et al. invert the mean of the correct workers' updates; only when every sampled row is
+    malicious (no honest row to read) does the mean fall back to all rows.
+    """
+    honest = updates[~malicious]
+    reference = honest if len(honest) else updates
+    return _copies(-epsilon * _mean(reference), int(malicious.sum())), {}
 
 
 def alie_default_z(n: int, f: int) -> float:

@@ -6,6 +6,7 @@ attacks; the round loop calls ``poison_data`` once, ``poison_updates`` each roun
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -82,19 +83,29 @@ class ThreatModel:
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
     def poison_data(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the training arrays with the malicious clients' samples poisoned."""
+        """Copies of the training arrays with the malicious clients' samples poisoned.
+
+        Each malicious client poisons its own samples (a ``fraction`` is a share of each
+        client's data) with its own seed-tree stream; the loop runs once per run, over the
+        malicious clients only.
+        """
         if not self.data_attacks:
             return X, y
-        rows = self.malicious_samples()
         X_out, y_out = X.copy(), y.copy()
-        X_part, y_part = X[rows], y[rows]
-        for attack in self.data_attacks:
-            rng = child_rng(self.seed, "attack", attack.position, "data")
-            X_part, y_part = attack.entry.obj(
-                X_part, y_part, rng, num_classes=self.num_classes, **attack.params
-            )
-        X_out[rows] = X_part
-        y_out[rows] = y_part
+        for client in self.malicious_clients.tolist():
+            rows = self.client_indices[client]
+            X_part, y_part = X[rows], y[rows]
+            for attack in self.data_attacks:
+                X_part, y_part = attack.entry.obj(
+                    X_part,
+                    y_part,
+                    child_rng(self.seed, "attack", "data", client, attack.position),
+                    shared_rng=child_rng(self.seed, "attack", "data", "shared", attack.position),
+                    num_classes=self.num_classes,
+                    **attack.params,
+                )
+            X_out[rows] = X_part
+            y_out[rows] = y_part
         return X_out, y_out
 
     def poison_updates(
@@ -108,7 +119,8 @@ class ThreatModel:
         m = int(malicious.sum())
         record: dict[str, Any] = {
             "num_malicious": m,
-            "malicious": " ".join(str(int(k)) for k in ids[malicious]),
+            # A JSON list, "[4]" or "[3, 7]": always a string, also once read back from CSV.
+            "malicious": json.dumps([int(k) for k in ids[malicious]]),
         }
         for attack in self.data_attacks:  # filled by ``evaluate`` on evaluated rounds
             record.update(dict.fromkeys(attack.entry.extra.get("metrics", ())))

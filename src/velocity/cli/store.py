@@ -77,6 +77,9 @@ def runs_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List the runs recorded in the run store (oldest first)."""
+    if sweep is not None and not (sweep / "manifest.json").is_file():
+        # A mistyped folder would otherwise list nothing and look like a sweep without runs.
+        raise InputError("not a sweep folder (no manifest.json)", source=str(sweep))
     path = _existing_store_path(store)
     source = str(sweep.resolve()) if sweep is not None else None
     with open_store(path) as run_store:
