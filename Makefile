@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: demo test lint typecheck unit bench clean install dev
+.PHONY: demo test lint typecheck unit bench arena clean install dev
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: dev
 	$(PY) benchmarks/bench_round.py
 	$(PY) benchmarks/bench_aggregators.py
 	$(PY) benchmarks/bench_sweep.py
+
+# The strategy x attack arena of docs/attacks.md (288 runs, about a minute on 2 cores).
+arena: install
+	rm -rf out/attack-arena
+	$(BIN)/velocity sweep examples/attack_arena.toml --out out/attack-arena
+	$(PY) benchmarks/attack_arena.py out/attack-arena
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out
