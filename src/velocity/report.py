@@ -13,7 +13,7 @@ import io
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -549,23 +549,29 @@ def _encode(figure: Figure) -> tuple[bytes, str]:
     return png.getvalue(), svg.getvalue()
 
 
-def render_plots(comparison: Mapping[str, Any]) -> list[Plot]:
-    """The sweep's plots (see PLOT_NAMES) as PNG bytes and SVG text."""
-    figures = {
-        "accuracy": (
+def render_plot(name: str, comparison: Mapping[str, Any]) -> Plot:
+    """One of the sweep's plots (a name of PLOT_NAMES) as PNG bytes and SVG text."""
+    if name == "accuracy":
+        title, figure = (
             "Test accuracy per round",
             _curves(comparison, "test_accuracy", "test accuracy"),
-        ),
-        "loss": ("Test loss per round", _curves(comparison, "test_loss", "test loss")),
-        "heatmap": ("Strategy x attack: final accuracy", _heatmap(comparison)),
-        "seeds": ("Mean ± std over seeds", _seed_bands(comparison)),
-    }
-    plots = []
-    for name in PLOT_NAMES:
-        title, figure = figures[name]
-        png, svg = _encode(figure)
-        plots.append(Plot(name=name, title=title, png=png, svg=svg))
-    return plots
+        )
+    elif name == "loss":
+        title, figure = "Test loss per round", _curves(comparison, "test_loss", "test loss")
+    elif name == "heatmap":
+        title, figure = "Strategy x attack: final accuracy", _heatmap(comparison)
+    else:
+        title, figure = "Mean ± std over seeds", _seed_bands(comparison)
+    png, svg = _encode(figure)
+    return Plot(name=name, title=title, png=png, svg=svg)
+
+
+def render_plots(
+    comparison: Mapping[str, Any], map_fn: Callable[..., Iterable[Plot]] = map
+) -> list[Plot]:
+    """The sweep's plots (see PLOT_NAMES); ``map_fn`` may be a process pool's ``map``, as each
+    plot is rendered independently (the bytes do not depend on where)."""
+    return list(map_fn(render_plot, PLOT_NAMES, [comparison] * len(PLOT_NAMES)))
 
 
 # ----------------------------------------------------------------------------- html
@@ -645,11 +651,17 @@ def report_html(
     )
 
 
-def write_reports(data: SweepData, *, target_accuracy: float = 0.9) -> dict[str, Any]:
-    """Write comparison.json, comparison.md, report.html and plots/ into the sweep folder."""
+def write_reports(
+    data: SweepData,
+    *,
+    target_accuracy: float = 0.9,
+    map_fn: Callable[..., Iterable[Plot]] = map,
+) -> dict[str, Any]:
+    """Write comparison.json, comparison.md, report.html and plots/ into the sweep folder
+    (``map_fn``: how to render the plots, e.g. a process pool's ``map``)."""
     out_dir = Path(data.out_dir)
     comparison = build_comparison(data, target_accuracy=target_accuracy)
-    plots = render_plots(comparison)
+    plots = render_plots(comparison, map_fn)
     for plot in plots:
         _write_bytes_atomic(out_dir / "plots" / f"{plot.name}.png", plot.png)
         write_text_atomic(out_dir / "plots" / f"{plot.name}.svg", plot.svg)

@@ -614,12 +614,25 @@ def run_sweep(
             "workers": min(workers, max(len(todo), 1)),
         }
     )
-    if todo:
-        failed += _run_pool(todo, out_dir, workers, store, source, results, warnings, emit, total)
-
-    data = load_sweep(out_dir)
-    all_finished = all(run.complete for run in data.runs)
-    write_reports(data, target_accuracy=target_accuracy)
+    pool_size = min(workers, len(todo))
+    executor = _new_pool(pool_size) if todo else None
+    try:
+        if executor is not None:
+            failed += _run_pool(
+                executor, todo, out_dir, pool_size, store, source, results, warnings, emit, total
+            )
+        data = load_sweep(out_dir)
+        all_finished = all(run.complete for run in data.runs)
+        # With several warm workers the plots render in parallel too: the report is the sweep's
+        # one serial step otherwise. The bytes do not depend on which process drew them.
+        try:
+            map_fn = executor.map if executor is not None and pool_size > 1 else map
+            write_reports(data, target_accuracy=target_accuracy, map_fn=map_fn)
+        except BrokenProcessPool:  # a worker died during the runs: draw here instead
+            write_reports(data, target_accuracy=target_accuracy)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
     manifest["finished_at"] = utc_now()
     manifest["complete"] = all_finished
     write_json_atomic(out_dir / "manifest.json", manifest)
@@ -636,10 +649,18 @@ def _running(pending: Mapping[Future[Any], RunSpec], pool_size: int) -> int:
     return min(sum(f.running() for f in pending), pool_size)
 
 
+def _new_pool(size: int) -> ProcessPoolExecutor:
+    """A spawn-started pool (no state inherited from the parent) of ``size`` workers."""
+    context = multiprocessing.get_context("spawn")
+    with _blas_env_for_children():
+        return ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=_init_worker)
+
+
 def _run_pool(
+    executor: ProcessPoolExecutor,
     todo: Sequence[RunSpec],
     out_dir: Path,
-    workers: int,
+    pool_size: int,
     store: RunStore | None,
     source: str,
     results: dict[str, RunOutcome],
@@ -647,14 +668,9 @@ def _run_pool(
     emit: EventCallback,
     total: int,
 ) -> int:
-    """Run ``todo`` in a spawn-started process pool; returns how many runs failed."""
+    """Run ``todo`` on ``executor``; returns how many runs failed. The caller shuts it down."""
     failed = 0
-    context = multiprocessing.get_context("spawn")
-    executor = ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)), mp_context=context, initializer=_init_worker
-    )
     store_location = store.location if store is not None else None
-    pool_size = min(workers, len(todo))
     try:
         with _blas_env_for_children():
             pending: dict[Future[dict[str, Any]], RunSpec] = {
@@ -710,5 +726,4 @@ def _run_pool(
         for process in list(getattr(executor, "_processes", {}).values()):
             process.terminate()
         raise
-    executor.shutdown(wait=True)
     return failed
