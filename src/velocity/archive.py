@@ -11,7 +11,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from velocity.artifacts import SWEEP_SCHEMA, decode_floats
+from velocity.artifacts import SWEEP_SCHEMA, atomic_file, decode_floats
 from velocity.errors import InputError
 
 __all__ = [
@@ -555,28 +554,18 @@ def write_deterministic_zip(
     names = sorted(contents)
     folders = {str(p) + "/" for n in names for p in PurePosixPath(n).parents if str(p) != "."}
     entries = sorted([*names, *folders])
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w") as archive:
-                for name in entries:
-                    info = zipfile.ZipInfo(name, date_time=date_time)
-                    info.create_system = 3  # unix, so the permission bits below are meaningful
-                    if name.endswith("/"):
-                        info.external_attr = (_DIR_MODE << 16) | 0x10  # 0x10: MS-DOS directory
-                        info.compress_type = zipfile.ZIP_STORED
-                        archive.writestr(info, b"")
-                    else:
-                        info.external_attr = _FILE_MODE << 16
-                        info.compress_type = zipfile.ZIP_DEFLATED
-                        archive.writestr(info, contents[name], compresslevel=9)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as handle, zipfile.ZipFile(handle, "w") as archive:
+        for name in entries:
+            info = zipfile.ZipInfo(name, date_time=date_time)
+            info.create_system = 3  # unix, so the permission bits below are meaningful
+            if name.endswith("/"):
+                info.external_attr = (_DIR_MODE << 16) | 0x10  # 0x10: MS-DOS directory
+                info.compress_type = zipfile.ZIP_STORED
+                archive.writestr(info, b"")
+            else:
+                info.external_attr = _FILE_MODE << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, contents[name], compresslevel=9)
 
 
 def _check_options(license_id: str | None, affiliation_url: str | None) -> None:

@@ -7,20 +7,22 @@ exact bits). Every writer goes through a temp file + rename, so a crash never le
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
     "CONFIG_SCHEMA",
     "SUMMARY_SCHEMA",
     "SWEEP_SCHEMA",
+    "atomic_file",
     "decode_floats",
     "dumps_json",
     "encode_floats",
@@ -29,6 +31,7 @@ __all__ = [
     "read_json",
     "read_rounds_csv",
     "rounds_csv_text",
+    "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -53,7 +56,7 @@ def encode_floats(value: Any) -> Any:
     return value
 
 
-def decode_floats(value: Any, keys: Iterable[str] | None = None) -> Any:
+def decode_floats(value: Any) -> Any:
     """Inverse of :func:`encode_floats` for metric values (strings "NaN"... back to floats)."""
     if isinstance(value, str) and value in _NONFINITE:
         return _NONFINITE[value]
@@ -69,14 +72,18 @@ def dumps_json(payload: Any) -> str:
     return json.dumps(encode_floats(payload), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and an atomic rename."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temp file beside ``path`` that replaces ``path`` on success.
+
+    The data is fsynced before the rename and the file gets ordinary (umask) permissions; on
+    error the temp file is removed and ``path`` is untouched. The folder must already exist.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
@@ -84,6 +91,19 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically, creating its folder if needed."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(target) as handle:
+        handle.write(payload)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _umask() -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velocity.artifacts import write_json_atomic, write_text_atomic
+from velocity.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -663,26 +663,9 @@ def write_reports(
     comparison = build_comparison(data, target_accuracy=target_accuracy)
     plots = render_plots(comparison, map_fn)
     for plot in plots:
-        _write_bytes_atomic(out_dir / "plots" / f"{plot.name}.png", plot.png)
+        write_bytes_atomic(out_dir / "plots" / f"{plot.name}.png", plot.png)
         write_text_atomic(out_dir / "plots" / f"{plot.name}.svg", plot.svg)
     write_json_atomic(out_dir / "comparison.json", comparison)
     write_text_atomic(out_dir / "comparison.md", comparison_markdown(comparison, data.manifest))
     write_text_atomic(out_dir / "report.html", report_html(comparison, data.manifest, plots))
     return comparison
-
-
-def _write_bytes_atomic(path: Path, payload: bytes) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
