@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from velocity.cli import _options
 from velocity.cli._app import app, err_console, out_console, print_json
 from velocity.simulation import RunResult, prepare_run, run_simulation
 from velocity.spec import RunSpec, load_toml_runs, spec_from_mapping
@@ -92,35 +93,27 @@ def run_command(
         None, metavar="SPEC", help="TOML file with [shared] and [[runs]] (optional)."
     ),
     name: str | None = typer.Option(None, "--name", help="Run name."),
-    dataset: str | None = typer.Option(None, "--dataset", help="Dataset spec, e.g. digits."),
-    partition: str | None = typer.Option(
-        None, "--partition", help="Partition spec, e.g. dirichlet:alpha=0.3."
-    ),
-    num_clients: int | None = typer.Option(None, "--num-clients", help="Number of clients."),
-    clients_per_round: int | None = typer.Option(
-        None, "--clients-per-round", help="Clients sampled per round."
-    ),
-    rounds: int | None = typer.Option(None, "--rounds", help="Number of rounds."),
-    local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size."),
-    lr: float | None = typer.Option(None, "--lr", help="Client learning rate."),
+    dataset: str | None = _options.DATASET,
+    partition: str | None = _options.PARTITION,
+    num_clients: int | None = _options.NUM_CLIENTS,
+    clients_per_round: int | None = _options.CLIENTS_PER_ROUND,
+    rounds: int | None = _options.ROUNDS,
+    local_epochs: int | None = _options.LOCAL_EPOCHS,
+    batch_size: int | None = _options.BATCH_SIZE,
+    lr: float | None = _options.LR,
     momentum: float | None = typer.Option(None, "--momentum", help="Client SGD momentum."),
     weight_decay: float | None = typer.Option(None, "--weight-decay", help="L2 weight decay."),
-    model: str | None = typer.Option(None, "--model", help="Model spec, e.g. mlp:hidden=64."),
+    model: str | None = _options.MODEL,
     strategy: str | None = typer.Option(None, "--strategy", help="Strategy spec, e.g. fedavg."),
     mu: float | None = typer.Option(None, "--mu", help="FedProx proximal mu."),
     seed: int | None = typer.Option(None, "--seed", help="Run seed."),
-    eval_every: int | None = typer.Option(None, "--eval-every", help="Evaluate every N rounds."),
-    byzantine: float | None = typer.Option(
-        None, "--byzantine", help="Malicious clients: fraction < 1 or a count."
-    ),
+    eval_every: int | None = _options.EVAL_EVERY,
+    byzantine: float | None = _options.BYZANTINE,
     attack: str | None = typer.Option(None, "--attack", help="Attack spec, e.g. sign_flip."),
     json_output: bool = typer.Option(
         False, "--json", help="JSON on stdout (progress and logs on stderr)."
     ),
-    store: Path | None = typer.Option(
-        None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
-    ),
+    store: Path | None = _options.STORE,
 ) -> int:
     """Run federated training: every run of SPEC (or one run from flags), flags overriding."""
     overrides = collect_overrides(

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from velocity.cli import _options
 from velocity.cli._app import app, out_console, print_json
 from velocity.errors import InputError
 from velocity.leaderboard import LEADERBOARD_METRICS, Leaderboard, build_leaderboard
@@ -17,9 +18,7 @@ from velocity.store import RunRecord, default_store_path, open_store
 
 __all__ = ["leaderboard_command", "runs_command", "show_command"]
 
-STORE_OPTION = typer.Option(
-    None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
-)
+STORE_OPTION = _options.STORE
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
 
 

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from velocity.cli import _options
 from velocity.cli._app import app, err_console, out_console, print_json
 from velocity.cli.run import collect_overrides
 from velocity.errors import InputError
@@ -173,9 +174,7 @@ def sweep_command(
     parallel: int | None = typer.Option(
         None, "--parallel", help="Worker processes (default: number of cores)."
     ),
-    store: Path | None = typer.Option(
-        None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
-    ),
+    store: Path | None = _options.STORE,
     strategies: str | None = typer.Option(
         None, "--strategies", help="Strategy specs, e.g. 'fedavg,krum:f=2' (';' also separates)."
     ),
@@ -186,21 +185,17 @@ def sweep_command(
     target: float = typer.Option(
         0.9, "--target", help="Accuracy target for 'rounds to target' in the report."
     ),
-    dataset: str | None = typer.Option(None, "--dataset", help="Dataset spec, e.g. digits."),
-    partition: str | None = typer.Option(None, "--partition", help="Partition spec."),
-    num_clients: int | None = typer.Option(None, "--num-clients", help="Number of clients."),
-    clients_per_round: int | None = typer.Option(
-        None, "--clients-per-round", help="Clients sampled per round."
-    ),
-    rounds: int | None = typer.Option(None, "--rounds", help="Number of rounds."),
-    local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size."),
-    lr: float | None = typer.Option(None, "--lr", help="Client learning rate."),
-    model: str | None = typer.Option(None, "--model", help="Model spec, e.g. logreg."),
-    byzantine: float | None = typer.Option(
-        None, "--byzantine", help="Malicious clients: fraction < 1 or a count."
-    ),
-    eval_every: int | None = typer.Option(None, "--eval-every", help="Evaluate every N rounds."),
+    dataset: str | None = _options.DATASET,
+    partition: str | None = _options.PARTITION,
+    num_clients: int | None = _options.NUM_CLIENTS,
+    clients_per_round: int | None = _options.CLIENTS_PER_ROUND,
+    rounds: int | None = _options.ROUNDS,
+    local_epochs: int | None = _options.LOCAL_EPOCHS,
+    batch_size: int | None = _options.BATCH_SIZE,
+    lr: float | None = _options.LR,
+    model: str | None = _options.MODEL,
+    byzantine: float | None = _options.BYZANTINE,
+    eval_every: int | None = _options.EVAL_EVERY,
     json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
 ) -> int:
     """Run many runs in parallel and write a sweep folder with a comparison report."""

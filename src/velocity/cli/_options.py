@@ -1,0 +1,44 @@
+"""Command-line options shared by several commands: RunSpec fields as flags, the run store.
+
+Declared once so ``velocity run`` and ``velocity sweep`` spell and document them the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+__all__ = [
+    "BATCH_SIZE",
+    "BYZANTINE",
+    "CLIENTS_PER_ROUND",
+    "DATASET",
+    "EVAL_EVERY",
+    "LOCAL_EPOCHS",
+    "LR",
+    "MODEL",
+    "NUM_CLIENTS",
+    "PARTITION",
+    "ROUNDS",
+    "STORE",
+]
+
+DATASET: Any = typer.Option(None, "--dataset", help="Dataset spec, e.g. digits.")
+PARTITION: Any = typer.Option(None, "--partition", help="Partition spec, e.g. dirichlet:alpha=0.3.")
+NUM_CLIENTS: Any = typer.Option(None, "--num-clients", help="Number of clients.")
+CLIENTS_PER_ROUND: Any = typer.Option(
+    None, "--clients-per-round", help="Clients sampled per round."
+)
+ROUNDS: Any = typer.Option(None, "--rounds", help="Number of rounds.")
+LOCAL_EPOCHS: Any = typer.Option(None, "--local-epochs", help="Local epochs.")
+BATCH_SIZE: Any = typer.Option(None, "--batch-size", help="Local batch size.")
+LR: Any = typer.Option(None, "--lr", help="Client learning rate.")
+MODEL: Any = typer.Option(None, "--model", help="Model spec, e.g. mlp:hidden=64 or logreg.")
+BYZANTINE: Any = typer.Option(
+    None, "--byzantine", help="Malicious clients: fraction < 1 or a count."
+)
+EVAL_EVERY: Any = typer.Option(None, "--eval-every", help="Evaluate every N rounds.")
+STORE: Any = typer.Option(
+    None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
+)
