@@ -124,11 +124,16 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def run_simulation(spec: RunSpec, *, on_round: RoundCallback | None = None) -> RunResult:
+def run_simulation(
+    spec: RunSpec, *, on_round: RoundCallback | None = None, setup: RunSetup | None = None
+) -> RunResult:
     """Run ``spec`` to the end. Bad input raises InputError before any round; any other error
     (during set-up, e.g. out of memory, or in a round) ends the run with status ``failed``; a
-    non-finite loss ends it as ``diverged``.
+    non-finite loss ends it as ``diverged``. ``setup`` is ``prepare_run(spec)`` when the caller
+    already prepared it (e.g. to check its input first); it is not prepared again.
     """
+    if setup is not None and setup.spec != spec:
+        raise ValueError("setup was prepared for another spec")
     started_at, t_start = _utc_now(), time.perf_counter()
     rounds: list[dict[str, Any]] = []
     status, error = "complete", None
@@ -137,7 +142,7 @@ def run_simulation(spec: RunSpec, *, on_round: RoundCallback | None = None) -> R
     # Overflow is how divergence shows up; it is recorded as the run's status, not warned about.
     with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore"):
         try:
-            setup = prepare_run(spec)
+            setup = setup if setup is not None else prepare_run(spec)
             details["num_params"] = setup.model.num_params
             params, status = _round_loop(setup, rounds, on_round)
         except InputError:

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from velocity.cli import _options
 from velocity.cli._app import app, err_console, out_console, print_json
-from velocity.simulation import RunResult, prepare_run, run_simulation
-from velocity.spec import RunSpec, load_toml_runs, spec_from_mapping
+from velocity.simulation import RunResult, RunSetup, prepare_run, run_simulation
+from velocity.spec import load_toml_runs, spec_from_mapping
 from velocity.store import open_store, recorded_run
 
 __all__ = ["collect_overrides", "result_to_json", "run_command"]
@@ -68,9 +68,10 @@ def _round_table(result: RunResult) -> Table:
     return table
 
 
-def _run_with_progress(spec: RunSpec, show: bool) -> RunResult:
+def _run_with_progress(setup: RunSetup, show: bool) -> RunResult:
+    spec = setup.spec
     if not show:
-        return run_simulation(spec)
+        return run_simulation(spec, setup=setup)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -84,7 +85,7 @@ def _run_with_progress(spec: RunSpec, show: bool) -> RunResult:
         def on_round(record: dict[str, Any]) -> None:
             progress.update(task, advance=1, acc=_fmt(record.get("test_accuracy")))
 
-        return run_simulation(spec, on_round=on_round)
+        return run_simulation(spec, on_round=on_round, setup=setup)
 
 
 @app.command("run")
@@ -140,15 +141,14 @@ def run_command(
         specs = load_toml_runs(spec_file, overrides)
     else:
         specs = [spec_from_mapping(overrides, "command line")]
-    # Check every run against its data (dataset files, partition sizes) before running or
+    # Prepare every run against its data (dataset files, partition sizes) before running or
     # recording anything: bad input exits 2 with nothing half-done.
-    for spec in specs:
-        prepare_run(spec)
+    setups = [prepare_run(spec) for spec in specs]
     results = []
     run_store = open_store(store)
-    for spec in specs:
+    for spec, setup in zip(specs, setups, strict=True):
         with recorded_run(run_store, spec) as record:
-            result = _run_with_progress(spec, show=err_console.is_terminal)
+            result = _run_with_progress(setup, show=err_console.is_terminal)
             record(result)
         results.append(result)
         if not json_output:
