@@ -74,14 +74,6 @@ class RunResult:
                 return dict(record)
         return dict(self.rounds[-1]) if self.rounds else {}
 
-    def best_accuracy(self) -> float | None:
-        values = [
-            r["test_accuracy"]
-            for r in self.rounds
-            if r.get("test_accuracy") is not None and math.isfinite(r["test_accuracy"])
-        ]
-        return max(values) if values else None
-
 
 @dataclass
 class RunSetup:

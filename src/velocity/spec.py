@@ -24,7 +24,6 @@ from velocity.registry import Registry
 __all__ = [
     "RUN_NAME_PATTERN",
     "RunSpec",
-    "apply_overrides",
     "format_validation_error",
     "load_toml",
     "load_toml_runs",
@@ -313,10 +312,3 @@ def load_toml_runs(path: str | Path, overrides: Mapping[str, Any] | None = None)
     if dupes:
         raise SpecError(f"{path}: duplicate run name '{dupes[0]}'")
     return specs
-
-
-def apply_overrides(spec: RunSpec, overrides: Mapping[str, Any], source: str) -> RunSpec:
-    """A copy of ``spec`` with some fields replaced, re-validated."""
-    data = spec.canonical()
-    data.update(overrides)
-    return spec_from_mapping(data, source)
