@@ -143,3 +143,48 @@ def test_bulyan_coordinate_stage_matches_its_definition(n: int, f: int) -> None:
         for j in range(values.shape[1])
     ]
     np.testing.assert_allclose(aggregate(f"bulyan:f={f}", updates), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "f"), [(12, 2), (16, 3), (100, 1), (100, 24)])
+def test_bulyan_window_keeps_its_precision_when_far_off_values_are_excluded(n: int, f: int) -> None:
+    # Colluding attackers (identical rows) win Krum's selection; their +-1e30 coordinates lie
+    # outside every window, so summing "all minus excluded" would cancel the window to zero.
+    rng = np.random.default_rng(n)
+    honest = 1.0 + rng.random((n - f, 40), dtype=np.float32)
+    byzantine = np.tile(np.where(np.arange(40) % 2 == 0, 1e30, -1e30), (f, 1))
+    updates = np.concatenate([byzantine, honest]).astype(np.float32)
+    from velocity.strategies.aggregators import bulyan_select
+
+    chosen = bulyan_select(pairwise_sq_distances(updates), f)
+    values = updates[chosen].astype(np.float64)
+    beta = len(chosen) - 2 * f
+    median = np.median(values, axis=0)
+    expected = [
+        values[np.argsort(np.abs(values[:, j] - median[j]), kind="stable")[:beta], j].mean()
+        for j in range(values.shape[1])
+    ]
+    got = aggregate(f"bulyan:f={f}", updates)
+    assert np.all((got >= 1.0) & (got <= 2.0))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(matrices(min_rows=41, max_rows=70), st.data())
+def test_columnwise_on_a_subset_of_rows_sorts_exactly_those_rows(
+    updates: np.ndarray, data: Any
+) -> None:
+    # Many rows take the transposed path, which copies the chosen rows in runs of consecutive
+    # indices; any subset in any order must give the same sorted columns.
+    from velocity.strategies._kernels import SortedBlock, columnwise
+
+    n = updates.shape[0]
+    rows = np.asarray(data.draw(st.permutations(range(n))))[: data.draw(st.integers(41, n))]
+    if data.draw(st.booleans()):
+        rows = np.sort(rows)
+    expected = np.sort(updates[rows], axis=0)
+    for k in (0, len(rows) // 2, len(rows) - 1):
+
+        def pick(block: SortedBlock, out: np.ndarray, k: int = k) -> None:
+            out[...] = block.row(k)
+
+        np.testing.assert_array_equal(columnwise(updates, pick, rows=rows), expected[k])

@@ -82,16 +82,20 @@ def _gram_block(rows: int) -> int:
     return int(max(1024, min(1 << 16, (1 << 19) // max(rows, 1))))
 
 
-# Rows whose coordinate-wise (lower) median centres each Gram block (evenly spaced over the rows).
+# Rows whose coordinate-wise (lower) median centres each Gram block: an odd sample of evenly
+# spaced rows that grows with n (3 rows below n = 16, 5 below 24, 7, 9, and 11 from n = 40), so
+# its median network -- about s log^2 s min/max passes -- stays small next to the SYRK's n^2 / 2
+# multiply-adds per column; with 11 rows it would cost more than the SYRK itself at n = 10.
 _CENTER_ROWS = 11
 # Up to this many n*n*d multiply-adds, pairwise distances are computed directly in float64.
 _DIRECT_DISTANCES = 1 << 22
 
 
 def _center_rows(n: int) -> np.ndarray | None:
-    if n <= _CENTER_ROWS:
+    size = min(_CENTER_ROWS, max(3, (n // 4) | 1))
+    if n <= size:
         return None
-    return np.unique(np.linspace(0, n - 1, _CENTER_ROWS).round().astype(np.intp))
+    return np.unique(np.linspace(0, n - 1, size).round().astype(np.intp))
 
 
 def gram(updates: np.ndarray, extra_row: np.ndarray | None = None) -> np.ndarray:
@@ -199,8 +203,13 @@ class SortedBlock:
     """One column block of the matrix with each column sorted along the client axis.
 
     ``row(k)`` is the k-th smallest value of every column of the block (``(width,)``);
-    ``rows(lo, hi)`` the order statistics ``lo..hi-1`` as a ``(hi - lo, width)`` array. Only the
-    positions asked for by the caller (``wanted``) are guaranteed.
+    ``span(lo, hi)`` the order statistics ``lo..hi-1`` as a ``(hi - lo, width)`` array;
+    ``sum_rows`` and ``window_sum`` add order statistics per column. Only the positions asked for
+    by the caller (``wanted``) are guaranteed.
+
+    Sums over the transposed layout (each column's values contiguous) go through one float32
+    BLAS matrix-vector product: a reduction along a short axis pays numpy's per-row overhead for
+    every one of the block's columns.
     """
 
     def __init__(self, views: Sequence[np.ndarray], slots: list[int] | None, transposed: bool):
@@ -214,19 +223,48 @@ class SortedBlock:
         assert self._slots is not None
         return self._views[self._slots[k]]
 
-    @property
-    def columns(self) -> np.ndarray | None:
-        """The block as ``(width, count)`` with each row sorted, when held in that layout."""
-        return self._views[0] if self._transposed else None
-
-    def rows(self, lo: int, hi: int) -> np.ndarray:
+    def span(self, lo: int, hi: int) -> np.ndarray:
         if self._transposed:
             return self._views[0][:, lo:hi].T
         return np.stack([self.row(k) for k in range(lo, hi)])
 
+    def sum_rows(self, lo: int, hi: int) -> np.ndarray:
+        """Per column, the sum of the order statistics ``lo..hi-1`` (float64 ``(width,)``)."""
+        if self._transposed:
+            part = self._views[0][:, lo:hi]
+            return (part @ np.ones(hi - lo, dtype=np.float32)).astype(np.float64)
+        total = np.zeros(self.row(0).shape[0])
+        for k in range(lo, hi):
+            total += self.row(k)
+        return total
+
+    def window_sum(self, start: np.ndarray, length: int) -> np.ndarray:
+        """Per column ``j``, the sum of the order statistics ``start[j] .. start[j]+length-1``."""
+        offsets = np.arange(length)
+        if self._transposed:
+            part = np.take_along_axis(self._views[0], start[:, None] + offsets, axis=1)
+            return (part @ np.ones(length, dtype=np.float32)).astype(np.float64)
+        stacked = self.span(0, int(start.max()) + length)
+        window = np.take_along_axis(stacked, start[None, :] + offsets[:, None], axis=0)
+        total: np.ndarray = window.sum(axis=0, dtype=np.float64)
+        return total
+
 
 def _block_width(rows: int) -> int:
     return int(max(2048, min(1 << 15, (1 << 20) // max(rows, 1))))
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """``rows`` as maximal runs of consecutive indices: ``(first, stop, position in rows)``."""
+    if rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate(([0], breaks)).astype(np.intp)
+    stops = np.concatenate((breaks, [len(rows)])).astype(np.intp)
+    return [
+        (int(rows[a]), int(rows[a]) + int(b - a), int(a))
+        for a, b in zip(starts, stops, strict=True)
+    ]
 
 
 def columnwise(
@@ -268,20 +306,18 @@ def columnwise(
                     np.maximum(a, b, out=b)
             reduce(SortedBlock(views, slots, transposed=False), out[start : start + w])
     else:
-        if rows is not None:
-            # Gathering the chosen rows straight into the transposed block, one strided column
-            # per row, in narrower blocks that stay in L2 across the sort, beats a fancy-indexed
-            # copy followed by a transposing copy (measured ~35 vs ~55 ms at 98 x 100,000).
+        # The chosen rows go straight into the transposed block, one transposing copy per run
+        # of consecutive rows (a fancy-indexed copy of the rows would add a pass over them).
+        runs = _runs(np.arange(n_all) if rows is None else np.asarray(rows))
+        if len(runs) > 1:
+            # Narrower blocks stay in L2 while many strided runs are written.
             width = min(width, _GATHER_BLOCK)
         transposed = np.empty((min(width, d) or 1, count), dtype=np.float32)
         for start in range(0, d, width):
             w = min(width, d - start)
             block = transposed[:w]
-            if rows is None:
-                block[...] = updates[:, start : start + w].T
-            else:
-                for k, row in enumerate(rows):
-                    block[:, k] = updates[row, start : start + w]
+            for first, stop, at in runs:
+                block[:, at : at + stop - first] = updates[first:stop, start : start + w].T
             block.sort(axis=1)
             reduce(SortedBlock([block], None, transposed=True), out[start : start + w])
     return out

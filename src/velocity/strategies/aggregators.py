@@ -122,14 +122,7 @@ def trimmed_mean(
     keep = n - 2 * trim
 
     def reduce(block: SortedBlock, out: np.ndarray) -> None:
-        columns = block.columns
-        if columns is not None:
-            total = columns[:, trim : n - trim].sum(axis=1, dtype=np.float64)
-        else:
-            total = block.row(trim).astype(np.float64)
-            for k in range(trim + 1, n - trim):
-                total += block.row(k)
-        out[...] = total / keep
+        out[...] = block.sum_rows(trim, n - trim) / keep
 
     return columnwise(updates, reduce, wanted=range(trim, n - trim))
 
@@ -227,11 +220,12 @@ def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
         chosen.append(winner)
         if r == 1:
             break
-        keep = np.arange(r) != position
-        others_kept = order[keep] != winner
-        order = order[keep][others_kept].reshape(r - 1, r - 2)
-        sorted_dist = sorted_dist[keep][others_kept].reshape(r - 1, r - 2)
-        remaining = remaining[keep]
+        # One boolean mask drops the winner's row and its entry in every other row.
+        kept = order != winner
+        kept[position] = False
+        order = order[kept].reshape(r - 1, r - 2)
+        sorted_dist = sorted_dist[kept].reshape(r - 1, r - 2)
+        remaining = np.delete(remaining, position)
     return np.asarray(chosen, dtype=np.intp)
 
 
@@ -251,49 +245,30 @@ def bulyan(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> np.ndarra
     theta = n - 2 * f
     beta = theta - 2 * f
 
+    edge = theta - beta
+    lo, hi = (theta - 1) // 2, theta // 2
+
     def reduce(block: SortedBlock, out: np.ndarray) -> None:
-        # The beta values closest to the median form a window of the sorted values. Sliding the
-        # window one step right pays off exactly while the value entering is closer to the
-        # median than the one leaving (x_s + x_{s+beta} < 2 median), a condition that holds for
-        # a prefix of s; ties keep the lower window. Sums are float64 except where noted.
-        columns = block.columns
-        if columns is not None:
-            # Many rows: every window contains the sorted positions edge..beta-1, summed by one
-            # BLAS matrix-vector product (its float32 partial sums only see values between the
-            # window's ends, never the far-off extremes). Of each end pair (x_s, x_{s+beta}),
-            # s < edge, the window holds x_{s+beta} exactly when it slid past s, else x_s.
-            edge = theta - beta
-            low = columns[:, :edge]
-            high = columns[:, beta:]
-            twice_median = columns[:, (theta - 1) // 2] + columns[:, theta // 2].astype(np.float64)
-            slid = low.astype(np.float64) + high < twice_median[:, None]
-            if edge <= beta:
-                included = np.where(slid, high, low).sum(axis=1, dtype=np.float64)
-                included += columns[:, edge:beta] @ np.ones(beta - edge, dtype=np.float32)
-                out[...] = included / beta
-                return
-            start = np.count_nonzero(slid, axis=1)[:, None]
-            below = np.zeros((low.shape[0], edge + 1))
-            above = np.zeros((high.shape[0], edge + 1))
-            # Large f (2f > beta): no position is in every window; total minus the excluded.
-            np.cumsum(low, axis=1, dtype=np.float64, out=below[:, 1:])
-            np.cumsum(high[:, ::-1], axis=1, dtype=np.float64, out=above[:, 1:])
-            excluded = np.take_along_axis(below, start, axis=1)[:, 0]
-            excluded += np.take_along_axis(above, edge - start, axis=1)[:, 0]
-            out[...] = (columns.sum(axis=1, dtype=np.float64) - excluded) / beta
-            return
-        row = block.row
-        twice_median = np.add(row((theta - 1) // 2), row(theta // 2), dtype=np.float64)
-        window = np.zeros(out.shape[0])
-        for k in range(beta):
-            window += row(k)
-        best = window.copy()
-        for s in range(theta - beta):
-            slide = np.add(row(s), row(s + beta), dtype=np.float64) < twice_median
-            window += row(s + beta)
-            window -= row(s)
-            np.copyto(best, window, where=slide)
-        out[...] = best / beta
+        # The beta values closest to the median form a window [s, s + beta) of the sorted values.
+        # Sliding it one step right pays off exactly while the value entering is closer to the
+        # median than the one leaving (x_s + x_{s+beta} < 2 median), a condition that holds for a
+        # prefix of s (both terms grow with s); ties keep the lower window. Only the window's own
+        # values are summed: a total minus the excluded values would lose the window to
+        # cancellation when a far-off (Byzantine) value is excluded.
+        twice_median = np.add(block.row(lo), block.row(hi), dtype=np.float64)
+        if edge <= beta:
+            # Every window holds the positions edge..beta-1; of each end pair (x_s, x_{s+beta}),
+            # s < edge, it holds x_{s+beta} when it slid past s, else x_s.
+            total = block.sum_rows(edge, beta)
+            for s in range(edge):
+                low, high = block.row(s), block.row(s + beta)
+                slid = np.add(low, high, dtype=np.float64) < twice_median
+                total += np.where(slid, high, low)
+        else:
+            pairs = np.add(block.span(0, edge), block.span(beta, theta), dtype=np.float64)
+            start = np.count_nonzero(pairs < twice_median, axis=0)
+            total = block.window_sum(start, beta)
+        out[...] = total / beta
 
     return columnwise(updates, reduce, rows=chosen)
 
