@@ -1,8 +1,8 @@
 """Benchmark of every aggregator against a plain read of the update matrix.
 
-Run: ``.venv/bin/python benchmarks/bench_aggregators.py [--repeat 9] [--markdown]``. Prints, per
-shape, each aggregator's best-of-``repeat`` time and its ratio to ``updates.sum()`` on the same
-matrix, BLAS limited to one thread as in runs.
+Run: ``.venv/bin/python benchmarks/bench_aggregators.py [--repeat 15] [--markdown]``. Prints, per
+shape, each aggregator's best-of-``repeat`` time (rounds timed round-robin) and its ratio to
+``updates.sum()`` on the same matrix, BLAS limited to one thread as in runs.
 """
 
 from __future__ import annotations
@@ -44,22 +44,31 @@ REFERENCE_MS = {"mean": 4.8, "median": 87, "trimmed_mean": 99, "krum": 74, "buly
 
 
 def best_times(
-    fn: Callable[[], object], read: Callable[[], object], repeat: int
-) -> tuple[float, float]:
-    """Best-of-``repeat`` seconds of ``fn`` and of the plain ``read``, interleaved so that both
-    see the same machine state (other processes on a shared machine inflate single timings)."""
+    fns: dict[str, Callable[[], object]], read: Callable[[], object], repeat: int
+) -> tuple[dict[str, float], float]:
+    """Best-of-``repeat`` seconds of each function, and the best of the plain ``read`` timed just
+    before each of their calls.
+
+    The functions are timed round-robin. On a shared VM the machine alternates between quiet and
+    slow phases lasting seconds (a compute-bound SYRK slows by up to 1.6x in some while a
+    memory-bound read barely changes); with rounds spread over the whole run every function gets
+    the same chance of a quiet phase, which back-to-back repetitions of one function would not.
+    """
     clock = CLOCKS[CLOCK]
-    fn()
-    best_fn = best_read = float("inf")
-    for _ in range(repeat):
-        start = clock()
-        read()
-        middle = clock()
+    for fn in fns.values():
         fn()
-        end = clock()
-        best_read = min(best_read, middle - start)
-        best_fn = min(best_fn, end - middle)
-    return best_fn, best_read
+    best = dict.fromkeys(fns, float("inf"))
+    best_read = float("inf")
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = clock()
+            read()
+            middle = clock()
+            fn()
+            end = clock()
+            best_read = min(best_read, middle - start)
+            best[name] = min(best[name], end - middle)
+    return best, best_read
 
 
 def cpu_model() -> str:
@@ -80,23 +89,18 @@ def run(repeat: int) -> list[dict[str, object]]:
         updates = rng.standard_normal((n, d), dtype=np.float32)
         weights = rng.integers(10, 1000, size=n).astype(np.float64)
         print(f"\n{n} x {d:,} float32")
-        timed = []
+        fns: dict[str, Callable[[], object]] = {}
         for entry in AGGREGATORS:
             params = dict(PARAMS.get(entry.name, {}))
             if entry.extra.get("seeded"):
                 params["rng"] = np.random.default_rng(0)
             if entry.extra.get("stateful"):
                 params["state"] = {}
-            seconds, read = best_times(
-                lambda e=entry, p=params, u=updates, w=weights: e.obj(u, w, **p),
-                updates.sum,
-                repeat,
-            )
-            timed.append((entry.name, seconds, read))
+            fns[entry.name] = lambda e=entry, p=params, u=updates, w=weights: e.obj(u, w, **p)
         # The denominator is the fastest read seen for this shape (the most conservative ratio).
-        read = min(r for _, _, r in timed)
+        best, read = best_times(fns, updates.sum, repeat)
         print(f"  read (updates.sum()) {read * 1e3:.2f} ms")
-        for name, seconds, _ in timed:
+        for name, seconds in best.items():
             ratio = seconds / read
             target = TARGETS.get(name)
             verdict = "" if target is None else ("ok" if ratio <= target else f"MISS (> {target}x)")
@@ -133,7 +137,7 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=9, help="timed repetitions (best is kept)")
+    parser.add_argument("--repeat", type=int, default=15, help="timed repetitions (best is kept)")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="timer to use")
     args = parser.parse_args()

@@ -188,3 +188,17 @@ def test_columnwise_on_a_subset_of_rows_sorts_exactly_those_rows(
             out[...] = block.row(k)
 
         np.testing.assert_array_equal(columnwise(updates, pick, rows=rows), expected[k])
+
+
+@pytest.mark.parametrize("outliers", [(0, 9), (0, 4, 9), (1, 3, 5, 7)])
+def test_gram_centre_survives_outliers_at_any_rows(outliers: tuple[int, ...]) -> None:
+    # With n <= 11 the centre is the median of every row, so any minority of far-off rows, even
+    # at the first, middle and last positions, leaves the honest distances accurate.
+    rng = np.random.default_rng(1)
+    updates = (5.0 + rng.normal(0.0, 0.01, size=(10, 50_000))).astype(np.float32)
+    updates[list(outliers)] = 1e5
+    honest = np.setdiff1d(np.arange(10), outliers)
+    x = updates[honest].astype(np.float64)
+    exact = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    approx = pairwise_sq_distances(updates)[np.ix_(honest, honest)]
+    np.testing.assert_allclose(approx, exact, rtol=1e-3)

@@ -82,20 +82,17 @@ def _gram_block(rows: int) -> int:
     return int(max(1024, min(1 << 16, (1 << 19) // max(rows, 1))))
 
 
-# Rows whose coordinate-wise (lower) median centres each Gram block: an odd sample of evenly
-# spaced rows that grows with n (3 rows below n = 16, 5 below 24, 7, 9, and 11 from n = 40), so
-# its median network -- about s log^2 s min/max passes -- stays small next to the SYRK's n^2 / 2
-# multiply-adds per column; with 11 rows it would cost more than the SYRK itself at n = 10.
+# Rows whose coordinate-wise (lower) median centres each Gram block (evenly spaced over the rows):
+# the centre stays among the honest values while fewer than half of these rows are far off.
 _CENTER_ROWS = 11
 # Up to this many n*n*d multiply-adds, pairwise distances are computed directly in float64.
 _DIRECT_DISTANCES = 1 << 22
 
 
 def _center_rows(n: int) -> np.ndarray | None:
-    size = min(_CENTER_ROWS, max(3, (n // 4) | 1))
-    if n <= size:
+    if n <= _CENTER_ROWS:
         return None
-    return np.unique(np.linspace(0, n - 1, size).round().astype(np.intp))
+    return np.unique(np.linspace(0, n - 1, _CENTER_ROWS).round().astype(np.intp))
 
 
 def gram(updates: np.ndarray, extra_row: np.ndarray | None = None) -> np.ndarray:
