@@ -202,3 +202,37 @@ def test_gram_centre_survives_outliers_at_any_rows(outliers: tuple[int, ...]) ->
     exact = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     approx = pairwise_sq_distances(updates)[np.ix_(honest, honest)]
     np.testing.assert_allclose(approx, exact, rtol=1e-3)
+
+
+def test_gram_translates_only_updates_sharing_a_large_common_component(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from velocity.strategies import _kernels
+
+    calls: list[int] = []
+    centred = _kernels._centred_gram
+
+    def spy(updates: np.ndarray, extra_row: np.ndarray | None) -> np.ndarray:
+        calls.append(updates.shape[0])
+        return centred(updates, extra_row)
+
+    monkeypatch.setattr(_kernels, "_centred_gram", spy)
+    rng = np.random.default_rng(2)
+    spread = rng.normal(0.0, 1.0, size=(12, 50_000)).astype(np.float32)
+    gram(spread)
+    assert calls == []
+    gram(spread + np.float32(3.0))
+    assert calls == [12]
+
+
+def test_gram_choice_is_not_tipped_by_a_far_off_minority() -> None:
+    # 4 of 10 rows far off inflate every mean distance; the honest rows share a large common
+    # component, so only translating keeps their distances. Medians over rows see the honest.
+    rng = np.random.default_rng(3)
+    updates = (5.0 + rng.normal(0.0, 0.01, size=(10, 50_000))).astype(np.float32)
+    updates[[1, 4, 6, 8]] += np.float32(1e3)
+    honest = np.array([0, 2, 3, 5, 7, 9])
+    x = updates[honest].astype(np.float64)
+    exact = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    approx = pairwise_sq_distances(updates)[np.ix_(honest, honest)]
+    np.testing.assert_allclose(approx, exact, rtol=1e-3)

@@ -96,14 +96,65 @@ def _center_rows(n: int) -> np.ndarray | None:
 
 
 def gram(updates: np.ndarray, extra_row: np.ndarray | None = None) -> np.ndarray:
-    """Gram matrix (float64, ``(m, m)``) of the rows, translated per column block.
+    """Gram matrix (float64, ``(m, m)``) of the rows, for distances and affine combinations.
 
-    Each column block is translated by a robust centre -- the coordinate-wise lower median of up
-    to 11 evenly spaced rows -- before the float32 SYRK, and block products are summed in float64.
-    Translating changes neither pairwise distances nor anything computed from affine combinations
-    of the rows, but it removes the cancellation that makes ``|x|^2 + |y|^2 - 2 x.y`` inaccurate
-    for updates far from the origin; a median (not a mean) keeps far-off Byzantine rows from
-    dragging the centre away from the honest ones. ``extra_row`` (``(d,)``) is appended as row n.
+    Distances come out as ``|x|^2 + |y|^2 - 2 x.y``, whose float32 rounding error scales with the
+    squared norms, not with the distance. So the plain Gram matrix is kept only when the rows'
+    typical squared norm is at most ``_RAW_GRAM_RATIO`` times their typical squared distance
+    (then translating the rows could shrink that error by a small factor at most); otherwise,
+    as for updates sharing a large common component, the Gram matrix of the translated rows is
+    computed (see :func:`_centred_gram`). Both "typical" values are medians over the rows, so a
+    minority of far-off or identical (Byzantine) rows cannot tip the choice. Translating changes
+    neither distances nor affine combinations. ``extra_row`` (``(d,)``) is appended as row n.
+    """
+    g = _raw_gram(updates, extra_row)
+    if _raw_gram_is_accurate(g):
+        return g
+    return _centred_gram(updates, extra_row)
+
+
+# Largest ratio of typical squared norm to typical squared distance for which the plain Gram
+# matrix is kept (its distance error is then within ~8x of the best translation's).
+_RAW_GRAM_RATIO = 4.0
+
+
+def _raw_gram_is_accurate(g: np.ndarray) -> bool:
+    m = g.shape[0]
+    if m < 2:
+        return True
+    # Each row's distances sorted, its zero self-distance first and dropped; non-finite values
+    # make a median NaN and the comparison False, so they take the centred path.
+    others = np.sort(squared_distances(g), axis=1)[:, 1:]
+    typical_distance = float(np.median(np.median(others, axis=1)))
+    typical_norm = float(np.median(np.diag(g)))
+    return typical_norm <= _RAW_GRAM_RATIO * typical_distance
+
+
+def _raw_gram(updates: np.ndarray, extra_row: np.ndarray | None) -> np.ndarray:
+    # Per column block: one float32 SYRK straight on the block's view (no copy), and for the
+    # extra row a matrix-vector product; block products summed in float64.
+    n, d = updates.shape
+    m = n + (extra_row is not None)
+    block = _gram_block(m)
+    out = np.zeros((m, m), dtype=np.float64)
+    for start in range(0, d, block):
+        source = updates[:, start : start + block]
+        out[:n, :n] += source @ source.T
+        if extra_row is not None:
+            extra = extra_row[start : start + block]
+            cross = source @ extra
+            out[:n, n] += cross
+            out[n, :n] += cross
+            out[n, n] += float(np.dot(extra, extra))
+    return out
+
+
+def _centred_gram(updates: np.ndarray, extra_row: np.ndarray | None) -> np.ndarray:
+    """Gram matrix of the rows translated per column block by a robust centre.
+
+    The centre is the coordinate-wise lower median of up to 11 evenly spaced rows: it removes
+    the common component that makes ``|x|^2 + |y|^2 - 2 x.y`` inaccurate, and a median (not a
+    mean) keeps far-off Byzantine rows from dragging it away from the honest ones.
     """
     n, d = updates.shape
     m = n + (extra_row is not None)
@@ -141,7 +192,7 @@ def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
     """Pairwise squared Euclidean distances (float64 ``(n, n)``).
 
     Small problems are computed directly from float64 differences (exact ties stay exact); large
-    ones through the robustly centred Gram matrix.
+    ones through :func:`gram`.
     """
     n, d = updates.shape
     if n * n * d <= _DIRECT_DISTANCES:
