@@ -45,8 +45,12 @@ def test_median_matches_numpy(updates: np.ndarray) -> None:
 def test_trimmed_mean_matches_its_definition(updates: np.ndarray, data: Any) -> None:
     n = updates.shape[0]
     k = data.draw(st.integers(0, (n - 1) // 2))
-    expected = np.sort(updates.astype(np.float64), axis=0)[k : n - k].mean(axis=0)
-    np.testing.assert_allclose(aggregate(f"trimmed_mean:k={k}", updates), expected, atol=1e-4)
+    kept = np.sort(updates.astype(np.float64), axis=0)[k : n - k]
+    # Above 40 clients the kept values are summed in float32 by BLAS: a few ulps of their mean
+    # magnitude (16 covers the bound for <= 100 values in SIMD lanes), then the float32 result.
+    tolerance = 1e-4 + 16 * np.finfo(np.float32).eps * np.abs(kept).mean(axis=0)
+    got = aggregate(f"trimmed_mean:k={k}", updates)
+    assert np.all(np.abs(got - kept.mean(axis=0)) <= tolerance)
 
 
 @settings(max_examples=60, deadline=None)

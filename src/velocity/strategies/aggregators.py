@@ -208,15 +208,15 @@ def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
     # length, so a step costs O(r^2) on the r remaining points with no masks or cumulative sums.
     order = np.argsort(others, axis=1, kind="stable")[:, : n - 1]
     sorted_dist = np.take_along_axis(others, order, axis=1)
-    remaining = np.arange(n)
+    remaining = list(range(n))
     chosen = []
     for _ in range(n - 2 * f):
-        r = remaining.size
+        r = len(remaining)
         scores = sorted_dist[:, : max(r - f - 2, 0)].sum(axis=1)
         # Each step is plain Krum on the remaining set, ties to the lowest index as Krum's
         # contract says (``remaining`` stays in ascending order, so argmin's first is lowest).
         position = int(np.argmin(scores))
-        winner = int(remaining[position])
+        winner = remaining.pop(position)
         chosen.append(winner)
         if r == 1:
             break
@@ -225,7 +225,6 @@ def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
         kept[position] = False
         order = order[kept].reshape(r - 1, r - 2)
         sorted_dist = sorted_dist[kept].reshape(r - 1, r - 2)
-        remaining = np.delete(remaining, position)
     return np.asarray(chosen, dtype=np.intp)
 
 
