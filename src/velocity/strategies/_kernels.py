@@ -11,6 +11,7 @@ import numpy as np
 
 __all__ = [
     "SortedBlock",
+    "column_sums",
     "columnwise",
     "combine",
     "gram",
@@ -247,6 +248,20 @@ def _selection_network(n: int, wanted: tuple[int, ...]) -> tuple[tuple[int, int,
     return tuple(reversed(kept))
 
 
+def column_sums(values: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 of a ``(k, width)`` array (float64 ``(width,)``).
+
+    When each column is contiguous (views of a transposed block), one float32 BLAS
+    matrix-vector product: a numpy reduction along such short columns pays its per-row overhead
+    once per column. Otherwise a float64 sum down the rows.
+    """
+    if values.shape[0] > 1 and values.strides[0] == values.itemsize:
+        ones = np.ones(values.shape[0], dtype=values.dtype)
+        return np.asarray(values.T @ ones, dtype=np.float64)
+    total: np.ndarray = values.sum(axis=0, dtype=np.float64)
+    return total
+
+
 class SortedBlock:
     """One column block of the matrix with each column sorted along the client axis.
 
@@ -274,13 +289,14 @@ class SortedBlock:
     def span(self, lo: int, hi: int) -> np.ndarray:
         if self._transposed:
             return self._views[0][:, lo:hi].T
+        if hi <= lo:
+            return np.empty((0, self.row(0).shape[0]), dtype=self.row(0).dtype)
         return np.stack([self.row(k) for k in range(lo, hi)])
 
     def sum_rows(self, lo: int, hi: int) -> np.ndarray:
         """Per column, the sum of the order statistics ``lo..hi-1`` (float64 ``(width,)``)."""
         if self._transposed:
-            part = self._views[0][:, lo:hi]
-            return (part @ np.ones(hi - lo, dtype=np.float32)).astype(np.float64)
+            return column_sums(self.span(lo, hi))
         total = np.zeros(self.row(0).shape[0])
         for k in range(lo, hi):
             total += self.row(k)
@@ -291,7 +307,7 @@ class SortedBlock:
         offsets = np.arange(length)
         if self._transposed:
             part = np.take_along_axis(self._views[0], start[:, None] + offsets, axis=1)
-            return (part @ np.ones(length, dtype=np.float32)).astype(np.float64)
+            return column_sums(part.T)
         stacked = self.span(0, int(start.max()) + length)
         window = np.take_along_axis(stacked, start[None, :] + offsets[:, None], axis=0)
         total: np.ndarray = window.sum(axis=0, dtype=np.float64)

@@ -14,6 +14,7 @@ from velocity.errors import RunError, SpecError
 from velocity.registry import Param, Registry
 from velocity.strategies._kernels import (
     SortedBlock,
+    column_sums,
     columnwise,
     combine,
     gram,
@@ -257,7 +258,8 @@ def bulyan(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> np.ndarra
         twice_median = np.add(block.row(lo), block.row(hi), dtype=np.float64)
         if edge <= beta:
             # Every window holds the positions edge..beta-1; of each end pair (x_s, x_{s+beta}),
-            # s < edge, it holds x_{s+beta} when it slid past s, else x_s.
+            # s < edge, it holds x_{s+beta} when it slid past s, else x_s (a loop over the pairs
+            # measured faster than the same on (edge, width) arrays).
             total = block.sum_rows(edge, beta)
             for s in range(edge):
                 low, high = block.row(s), block.row(s + beta)
@@ -265,7 +267,7 @@ def bulyan(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> np.ndarra
                 total += np.where(slid, high, low)
         else:
             pairs = np.add(block.span(0, edge), block.span(beta, theta), dtype=np.float64)
-            start = np.count_nonzero(pairs < twice_median, axis=0)
+            start = column_sums((pairs < twice_median).astype(np.float32)).astype(np.intp)
             total = block.window_sum(start, beta)
         out[...] = total / beta
 
