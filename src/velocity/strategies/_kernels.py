@@ -268,11 +268,8 @@ class SortedBlock:
     ``row(k)`` is the k-th smallest value of every column of the block (``(width,)``);
     ``span(lo, hi)`` the order statistics ``lo..hi-1`` as a ``(hi - lo, width)`` array;
     ``sum_rows`` and ``window_sum`` add order statistics per column. Only the positions asked for
-    by the caller (``wanted``) are guaranteed.
-
-    Sums over the transposed layout (each column's values contiguous) go through one float32
-    BLAS matrix-vector product: a reduction along a short axis pays numpy's per-row overhead for
-    every one of the block's columns.
+    by the caller (``wanted``) are guaranteed. Sums over the transposed layout (each column's
+    values contiguous) go through :func:`column_sums`.
     """
 
     def __init__(self, views: Sequence[np.ndarray], slots: list[int] | None, transposed: bool):

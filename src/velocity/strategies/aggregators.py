@@ -206,7 +206,7 @@ def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
     others = dist + np.diag(np.full(n, np.inf))
     # Sort each row once, dropping the self-distance (+inf, last); removing a point then deletes
     # its row and its entry in every other row, which keeps each row sorted and all rows of equal
-    # length, so a step costs O(r^2) on the r remaining points with no masks or cumulative sums.
+    # length, so a step costs O(r^2) on the r remaining points with no cumulative sums.
     order = np.argsort(others, axis=1, kind="stable")[:, : n - 1]
     sorted_dist = np.take_along_axis(others, order, axis=1)
     remaining = list(range(n))
