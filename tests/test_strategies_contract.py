@@ -152,6 +152,48 @@ def test_robust_rules_resist_far_outliers(name: str) -> None:
         assert np.all(out <= honest.max(axis=0) + 1e-6)
 
 
+def honest_and_non_finite(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # A diverged client (+inf everywhere) and one with NaN in every third coordinate.
+    rng = np.random.default_rng(1)
+    honest = rng.normal(0.5, 0.1, size=(11, d)).astype(np.float32)
+    diverged = np.full((1, d), np.inf, dtype=np.float32)
+    partly_nan = honest[:1].copy()
+    partly_nan[0, ::3] = np.nan
+    updates = np.concatenate([honest[:5], diverged, honest[5:], partly_nan])
+    return updates, np.ones(len(updates)), honest
+
+
+# 20 columns take the direct float64 distances, 30,000 the Gram matrix (n^2 d > 4M).
+@pytest.mark.parametrize("d", [20, 30_000])
+@pytest.mark.parametrize("name", sorted(ROBUST_PARAMS))
+def test_robust_rules_ignore_non_finite_updates(name: str, d: int) -> None:
+    # A non-finite update is infinitely far from the others, never NaN-compared: Krum would
+    # otherwise pick the NaN score (argmin returns NaN first) and the spectral and Weiszfeld
+    # iterations would turn NaN as a whole.
+    updates, weights, honest = honest_and_non_finite(d)
+    with np.errstate(invalid="ignore", over="ignore"):  # as in runs (simulation.py)
+        out = call(AGGREGATORS.get(name), updates, weights, **ROBUST_PARAMS[name])
+    assert np.isfinite(out).all()
+    center = honest.mean(axis=0)
+    assert np.linalg.norm(out - center) <= np.linalg.norm(honest - center, axis=1).max()
+    if name in WITHIN_BOX:
+        assert np.all((out >= honest.min(axis=0) - 1e-6) & (out <= honest.max(axis=0) + 1e-6))
+
+
+@pytest.mark.parametrize("d", [20, 30_000])
+def test_centered_clipping_and_nnm_ignore_non_finite_updates(d: int) -> None:
+    from velocity.strategies import aggregate
+
+    updates, _, honest = honest_and_non_finite(d)
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert np.isfinite(aggregate("centered_clipping", updates)).all()
+        mixed, _ = call(PRE_AGGREGATORS.get("nnm"), updates, np.ones(len(updates)), f=2)
+        out = aggregate("nnm:f=2 > krum:f=2", updates)
+    # Honest rows mix only honest neighbours; only the non-finite clients' own rows stay so.
+    assert np.isfinite(mixed).all(axis=1).sum() == len(honest)
+    assert np.all((out >= honest.min(axis=0) - 1e-6) & (out <= honest.max(axis=0) + 1e-6))
+
+
 def test_the_mean_is_not_robust_so_the_robustness_check_can_fail() -> None:
     updates, weights, honest = honest_and_outliers()
     out = call(AGGREGATORS.get("mean"), updates, weights)

@@ -53,6 +53,35 @@ def test_trimmed_mean_matches_its_definition(updates: np.ndarray, data: Any) -> 
     assert np.all(np.abs(got - kept.mean(axis=0)) <= tolerance)
 
 
+SPECIAL = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.tuples(st.integers(1, 60), st.integers(1, 5)).flatmap(
+        lambda s: arrays(np.float32, s, elements=st.one_of(VALUES, VALUES, SPECIAL))
+    ),
+    st.data(),
+)
+def test_order_statistics_order_nan_above_inf(updates: np.ndarray, data: Any) -> None:
+    # Both paths (sorting network up to 40 rows, transposed sort above) must order values like
+    # np.sort: NaN above +inf. min/max networks would spread a NaN to the whole column instead.
+    n = updates.shape[0]
+    ordered = np.sort(updates.astype(np.float64), axis=0)
+    lo, hi = (n - 1) // 2, n // 2
+    with np.errstate(invalid="ignore"):
+        expected_median = ((ordered[lo] + ordered[hi]) * 0.5).astype(np.float32)
+        np.testing.assert_array_equal(aggregate("median", updates), expected_median)
+        k = data.draw(st.integers(0, (n - 1) // 2))
+        kept = ordered[k : n - k]
+        expected = kept.mean(axis=0)
+        got = aggregate(f"trimmed_mean:k={k}", updates).astype(np.float64)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(got[~finite], expected[~finite])
+    tolerance = 1e-4 + 16 * np.finfo(np.float32).eps * np.abs(kept[:, finite]).mean(axis=0)
+    assert np.all(np.abs(got[finite] - expected[finite]) <= tolerance)
+
+
 @settings(max_examples=60, deadline=None)
 @given(matrices(), st.data())
 def test_mean_matches_float64_reference(updates: np.ndarray, data: Any) -> None:

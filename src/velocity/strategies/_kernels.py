@@ -123,11 +123,13 @@ def _raw_gram_is_accurate(g: np.ndarray) -> bool:
     m = g.shape[0]
     if m < 2:
         return True
-    # Each row's distances sorted, its zero self-distance first and dropped; non-finite values
-    # make a median NaN and the comparison False, so they take the centred path.
+    # Each row's distances sorted, its zero self-distance first and dropped. Undefined
+    # distances and norms (non-finite rows) count as +inf, so a minority of them leaves the
+    # medians to the finite rows.
     others = np.sort(squared_distances(g), axis=1)[:, 1:]
     typical_distance = float(np.median(np.median(others, axis=1)))
-    typical_norm = float(np.median(np.diag(g)))
+    norms = np.diag(g)
+    typical_norm = float(np.median(np.where(np.isnan(norms), np.inf, norms)))
     return typical_norm <= _RAW_GRAM_RATIO * typical_distance
 
 
@@ -181,26 +183,33 @@ def _centred_gram(updates: np.ndarray, extra_row: np.ndarray | None) -> np.ndarr
 
 
 def squared_distances(g: np.ndarray) -> np.ndarray:
-    """Pairwise squared Euclidean distances from a Gram matrix (float64, zero diagonal, >= 0)."""
+    """Pairwise squared Euclidean distances from a Gram matrix (float64, zero diagonal, >= 0;
+    +inf where undefined, see :func:`pairwise_sq_distances`)."""
     diag = np.diag(g)
     dist = diag[:, None] + diag[None, :] - 2.0 * g
     np.maximum(dist, 0.0, out=dist)
+    return _undefined_is_infinite(dist)
+
+
+def _undefined_is_infinite(dist: np.ndarray) -> np.ndarray:
+    dist[np.isnan(dist)] = np.inf
     np.fill_diagonal(dist, 0.0)
     return dist
 
 
 def pairwise_sq_distances(updates: np.ndarray) -> np.ndarray:
-    """Pairwise squared Euclidean distances (float64 ``(n, n)``).
+    """Pairwise squared Euclidean distances (float64 ``(n, n)``, zero diagonal).
 
     Small problems are computed directly from float64 differences (exact ties stay exact); large
-    ones through :func:`gram`.
+    ones through :func:`gram`. A distance involving a non-finite update (inf or NaN anywhere, or
+    one whose float32 squared norm overflows) is +inf, never NaN: such an update is infinitely
+    far from every finite one, so distance-based rules rank it last instead of comparing NaN.
     """
     n, d = updates.shape
     if n * n * d <= _DIRECT_DISTANCES:
         rows = updates.astype(np.float64)
         diff = rows[:, None, :] - rows[None, :, :]
-        dist: np.ndarray = np.einsum("ijk,ijk->ij", diff, diff)
-        return dist
+        return _undefined_is_infinite(np.einsum("ijk,ijk->ij", diff, diff))
     return squared_distances(gram(updates))
 
 
@@ -366,6 +375,14 @@ def columnwise(
                 else:
                     np.maximum(a, b, out=b)
             reduce(SortedBlock(views, slots, transposed=False), out[start : start + w])
+            # min/max spread a NaN to every wanted output of its column; those columns are redone
+            # by a sort, which orders NaN above +inf like the transposed path below.
+            spoiled = np.flatnonzero(np.isnan(out[start : start + w]))
+            if spoiled.size:
+                picked = source[:, spoiled] if rows is None else source[rows][:, spoiled]
+                redone = np.empty(spoiled.size, dtype=np.float32)
+                reduce(SortedBlock([np.sort(picked.T, axis=1)], None, True), redone)
+                out[start + spoiled] = redone
     else:
         # The chosen rows go straight into the transposed block, one transposing copy per run
         # of consecutive rows (a fancy-indexed copy of the rows would add a pass over them).

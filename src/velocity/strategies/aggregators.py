@@ -203,12 +203,17 @@ def multi_krum(
 def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
     """Indices of the ``n - 2f`` updates Bulyan selects by repeated Krum (in selection order)."""
     n = dist.shape[0]
-    others = dist + np.diag(np.full(n, np.inf))
-    # Sort each row once, dropping the self-distance (+inf, last); removing a point then deletes
-    # its row and its entry in every other row, which keeps each row sorted and all rows of equal
-    # length, so a step costs O(r^2) on the r remaining points with no cumulative sums.
-    order = np.argsort(others, axis=1, kind="stable")[:, : n - 1]
-    sorted_dist = np.take_along_axis(others, order, axis=1)
+    # Each row's distances to the other points (column j of row i is point j + (j >= i)), sorted
+    # once; removing a point then deletes its row and its entry in every other row, which keeps
+    # each row sorted and all rows of equal length, so a step costs O(r^2) on the r remaining
+    # points with no cumulative sums. (Dropping the self-distance by sorting it last as +inf
+    # would fail when other distances are +inf too: non-finite updates.)
+    index = np.arange(n)
+    columns = index[None, : n - 1] + (index[None, : n - 1] >= index[:, None])
+    others = np.take_along_axis(dist, columns, axis=1)
+    ranking = np.argsort(others, axis=1, kind="stable")
+    order = np.take_along_axis(columns, ranking, axis=1)
+    sorted_dist = np.take_along_axis(others, ranking, axis=1)
     remaining = list(range(n))
     chosen = []
     for _ in range(n - 2 * f):
@@ -312,6 +317,12 @@ def geometric_median(
     alpha = np.asarray(weights, dtype=np.float64)
     alpha = alpha / alpha.sum()
     g = gram(updates)
+    rows = _finite_rows(g, updates.shape[0])
+    if rows is not None:
+        # Non-finite updates are infinitely far from every iterate: their Weiszfeld weight is 0.
+        g = g[np.ix_(rows, rows)]
+        alpha = alpha[rows]
+        alpha = alpha / alpha.sum() if alpha.sum() > 0 else np.full(rows.size, 1.0 / rows.size)
     coeffs = alpha
     dist = _weiszfeld_distances(g, coeffs)
     objective = float(alpha @ dist)
@@ -322,7 +333,16 @@ def geometric_median(
         previous, objective = objective, float(alpha @ dist)
         if abs(previous - objective) <= tol * objective:
             break
-    return combine(updates, coeffs)
+    return combine(updates, coeffs, rows=rows)
+
+
+def _finite_rows(g: np.ndarray, count: int) -> np.ndarray | None:
+    """Indices of the first ``count`` rows whose squared norm (Gram diagonal) is finite, or None
+    when all are (or none is: then there is nothing finite to fall back to)."""
+    finite = np.isfinite(np.diag(g)[:count])
+    if finite.all() or not finite.any():
+        return None
+    return np.flatnonzero(finite)
 
 
 def _arkrum_estimate_f(dist: np.ndarray) -> int:
@@ -383,17 +403,23 @@ def centered_clipping(
     if center is None or center.shape != (d,):
         center = np.zeros(d, dtype=np.float32)
     g = gram(updates, extra_row=center)
-    coeffs = np.zeros(n + 1)
-    coeffs[n] = 1.0
+    rows = _finite_rows(g, n)
+    if rows is not None:
+        # A non-finite update has no direction to clip along: it contributes nothing (scale 0).
+        kept = np.append(rows, n)
+        g = g[np.ix_(kept, kept)]
+    k = g.shape[0] - 1
+    coeffs = np.zeros(k + 1)
+    coeffs[k] = 1.0
     for _ in range(iters):
-        dist = _weiszfeld_distances(g, coeffs)[:n]
+        dist = _weiszfeld_distances(g, coeffs)[:k]
         # Only updates farther than tau are scaled; dividing only there avoids 1/0 overflow.
         scale = np.divide(tau, dist, out=np.ones_like(dist), where=dist > tau)
-        coeffs *= 1.0 - scale.mean()
-        coeffs[:n] += scale / n
-    result = combine(updates, coeffs[:n])
-    if coeffs[n] != 0.0:
-        result = (result + np.float32(coeffs[n]) * center).astype(np.float32)
+        coeffs *= 1.0 - scale.sum() / n
+        coeffs[:k] += scale / n
+    result = combine(updates, coeffs[:k], rows=rows)
+    if coeffs[k] != 0.0:
+        result = (result + np.float32(coeffs[k]) * center).astype(np.float32)
     state["center"] = result.copy()
     return result
 
@@ -427,19 +453,25 @@ def dnc(
     removed = int(np.floor(filter_frac * f))
     _require(removed < n, f"dnc: needs c*f < n, got c*f={removed}, n={n}")
     rng = np.random.default_rng(0) if rng is None else rng
-    good = np.ones(n, dtype=bool)
+    # Non-finite updates cannot be scored (they would turn the centring mean into NaN): they are
+    # removed up front and the spectral filter runs on the others.
+    finite = np.isfinite(updates).all(axis=1)
+    candidates = np.flatnonzero(finite) if finite.any() else np.arange(n)
+    m = candidates.size
+    good = np.ones(m, dtype=bool)
     width = min(sub_dim, d)
     for _ in range(iters):
         columns = np.sort(rng.choice(d, size=width, replace=False))
-        sub = updates[:, columns].astype(np.float64)
+        block = updates[:, columns] if m == n else updates[np.ix_(candidates, columns)]
+        sub = block.astype(np.float64)
         sub -= sub.mean(axis=0)
         eigenvalues, eigenvectors = np.linalg.eigh(sub @ sub.T)
         # (x_i - mu) . v for the top right singular vector v equals sigma * u_i.
         scores = eigenvalues[-1] * eigenvectors[:, -1] ** 2
-        kept = np.zeros(n, dtype=bool)
-        kept[np.argsort(scores, kind="stable")[: n - removed]] = True
+        kept = np.zeros(m, dtype=bool)
+        kept[np.argsort(scores, kind="stable")[: max(m - removed, 0)]] = True
         good &= kept
-    survivors = np.flatnonzero(good)
+    survivors = candidates[good]
     _require(
         survivors.size > 0,
         f"dnc: no update survived {iters} iterations removing {removed} each (n={n})",

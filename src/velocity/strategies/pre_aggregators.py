@@ -16,8 +16,16 @@ PRE_AGGREGATORS: Registry = Registry("pre-aggregator")
 
 
 def _mix(updates: np.ndarray, mixing: np.ndarray) -> np.ndarray:
-    # Each output row is a convex combination of the input rows: one float32 GEMM.
-    out: np.ndarray = mixing.astype(np.float32) @ updates
+    # Each output row is a convex combination of the input rows: one float32 GEMM. A non-finite
+    # row must reach only the outputs that mix it in (in the GEMM, 0 * inf = NaN would reach all).
+    finite = np.isfinite(updates).all(axis=1)
+    if finite.all():
+        out: np.ndarray = mixing.astype(np.float32) @ updates
+        return out
+    out = mixing[:, finite].astype(np.float32) @ updates[finite]
+    for row in np.flatnonzero(~finite):
+        users = np.flatnonzero(mixing[:, row])
+        out[users] += mixing[users, row].astype(np.float32)[:, None] * updates[row]
     return out
 
 
