@@ -43,31 +43,35 @@ CLOCK = "wall"
 REFERENCE_MS = {"mean": 4.8, "median": 87, "trimmed_mean": 99, "krum": 74, "bulyan": 147}
 
 
-def best_times(
-    fns: dict[str, Callable[[], object]], read: Callable[[], object], repeat: int
-) -> tuple[dict[str, float], float]:
-    """Best-of-``repeat`` seconds of each function, and the best of the plain ``read`` timed just
-    before each of their calls.
+Case = tuple[str, str]  # (shape, aggregator)
 
-    The functions are timed round-robin. On a shared VM the machine alternates between quiet and
-    slow phases lasting seconds (a compute-bound SYRK slows by up to 1.6x in some while a
-    memory-bound read barely changes); with rounds spread over the whole run every function gets
-    the same chance of a quiet phase, which back-to-back repetitions of one function would not.
+
+def best_times(
+    fns: dict[Case, Callable[[], object]], reads: dict[str, Callable[[], object]], repeat: int
+) -> tuple[dict[Case, float], dict[str, float]]:
+    """Best-of-``repeat`` seconds of each case, and per shape the best of its plain read, timed
+    just before each call of that shape's cases.
+
+    The cases of every shape are timed round-robin. On a shared VM the machine alternates between
+    quiet and slow phases lasting seconds (a compute-bound SYRK slows by up to 1.6x in some while
+    a memory-bound read barely changes); with rounds spread over the whole run every case gets the
+    same chance of a quiet phase, which back-to-back repetitions of one case, or one shape's
+    cases timed after the other's, would not.
     """
     clock = CLOCKS[CLOCK]
     for fn in fns.values():
         fn()
     best = dict.fromkeys(fns, float("inf"))
-    best_read = float("inf")
+    best_read = dict.fromkeys(reads, float("inf"))
     for _ in range(repeat):
-        for name, fn in fns.items():
+        for (shape, name), fn in fns.items():
             start = clock()
-            read()
+            reads[shape]()
             middle = clock()
             fn()
             end = clock()
-            best_read = min(best_read, middle - start)
-            best[name] = min(best[name], end - middle)
+            best_read[shape] = min(best_read[shape], middle - start)
+            best[shape, name] = min(best[shape, name], end - middle)
     return best, best_read
 
 
@@ -83,31 +87,38 @@ def cpu_model() -> str:
 
 
 def run(repeat: int) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
     rng = np.random.default_rng(0)
+    fns: dict[Case, Callable[[], object]] = {}
+    reads: dict[str, Callable[[], object]] = {}
     for n, d in SHAPES:
         updates = rng.standard_normal((n, d), dtype=np.float32)
         weights = rng.integers(10, 1000, size=n).astype(np.float64)
-        print(f"\n{n} x {d:,} float32")
-        fns: dict[str, Callable[[], object]] = {}
+        shape = f"{n} x {d:,}"
+        reads[shape] = updates.sum
         for entry in AGGREGATORS:
             params = dict(PARAMS.get(entry.name, {}))
             if entry.extra.get("seeded"):
                 params["rng"] = np.random.default_rng(0)
             if entry.extra.get("stateful"):
                 params["state"] = {}
-            fns[entry.name] = lambda e=entry, p=params, u=updates, w=weights: e.obj(u, w, **p)
+            fns[shape, entry.name] = lambda e=entry, p=params, u=updates, w=weights: e.obj(
+                u, w, **p
+            )
+    best, best_read = best_times(fns, reads, repeat)
+    rows: list[dict[str, object]] = []
+    for shape, read in best_read.items():
         # The denominator is the fastest read seen for this shape (the most conservative ratio).
-        best, read = best_times(fns, updates.sum, repeat)
-        print(f"  read (updates.sum()) {read * 1e3:.2f} ms")
-        for name, seconds in best.items():
+        print(f"\n{shape} float32\n  read (updates.sum()) {read * 1e3:.2f} ms")
+        for (case_shape, name), seconds in best.items():
+            if case_shape != shape:
+                continue
             ratio = seconds / read
             target = TARGETS.get(name)
             verdict = "" if target is None else ("ok" if ratio <= target else f"MISS (> {target}x)")
             print(f"  {name:<18} {seconds * 1e3:9.2f} ms  {ratio:7.2f}x read  {verdict}")
             rows.append(
                 {
-                    "shape": f"{n} x {d:,}",
+                    "shape": shape,
                     "name": name,
                     "ms": seconds * 1e3,
                     "ratio": ratio,
