@@ -17,11 +17,13 @@ PRE_AGGREGATORS: Registry = Registry("pre-aggregator")
 
 def _mix(updates: np.ndarray, mixing: np.ndarray) -> np.ndarray:
     # Each output row is a convex combination of the input rows: one float32 GEMM. A non-finite
-    # row must reach only the outputs that mix it in (in the GEMM, 0 * inf = NaN would reach all).
-    finite = np.isfinite(updates).all(axis=1)
-    if finite.all():
-        out: np.ndarray = mixing.astype(np.float32) @ updates
+    # row must reach only the outputs that mix it in (in the GEMM, 0 * inf = NaN would reach all),
+    # so a non-finite output (checked on the output, which bucketing makes smaller than the input)
+    # sends the mix down the careful path.
+    out: np.ndarray = mixing.astype(np.float32) @ updates
+    if np.isfinite(out).all():
         return out
+    finite = np.isfinite(updates).all(axis=1)
     out = mixing[:, finite].astype(np.float32) @ updates[finite]
     for row in np.flatnonzero(~finite):
         users = np.flatnonzero(mixing[:, row])
