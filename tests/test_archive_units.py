@@ -12,22 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from velocity.archive import iso_utc, write_deterministic_zip
-from velocity.cli import main
-from velocity.cli.archive import parse_run_names
-from velocity.errors import ArchiveError, InputError
-from velocity.reproduce import (
-    ArchivedRun,
+from velocity.archive import (
     ArchiveLimits,
     compare_rounds,
     compare_run,
     environment_drift,
     member_name_problem,
     read_crate,
-    run_name_problem,
-    values_match,
     verify_crate,
 )
+from velocity.archive.crate import iso_utc, write_deterministic_zip
+from velocity.cli import main
+from velocity.cli.archive import parse_run_names
+from velocity.errors import ArchiveError, InputError
+from velocity.records import run_name_problem
+from velocity.sweepdir import SweepRun, values_match
 
 PROBE = "velocity-zip-slip-probe.txt"
 
@@ -335,8 +334,9 @@ def test_values_match_rules(a: object, b: object, exact: bool, expected: bool) -
     assert values_match(a, b, exact=exact, tolerance=1e-6) is expected
 
 
-def _run(status: str | None, rounds: list[dict[str, object]] | None) -> ArchivedRun:
-    return ArchivedRun("r", None, None, None, status, None, rounds)
+def _run(status: str | None, rounds: list[dict[str, object]] | None) -> SweepRun:
+    summary = None if status is None else {"status": status, "error": None}
+    return SweepRun("r", None, None, summary, rounds)
 
 
 ROUNDS = [
@@ -393,8 +393,8 @@ def test_status_must_come_out_the_same(archived: str, now: str, verdict: str) ->
         assert f"status {archived} archived, {now} now" in result.detail
 
 
-def _failed(error: str | None) -> ArchivedRun:
-    return ArchivedRun("r", None, None, None, "failed", error, [])
+def _failed(error: str | None) -> SweepRun:
+    return SweepRun("r", None, None, {"status": "failed", "error": error}, [])
 
 
 @pytest.mark.parametrize(
@@ -480,7 +480,7 @@ def test_stray_arguments_without_runs_are_an_error() -> None:
         (["--tolerance", "nan"], "--tolerance must be a finite number >= 0"),
         (["--exact", "--tolerance", "1e-3"], "give either --exact (bitwise) or --tolerance"),
         (["--parallel", "0"], "--parallel must be an integer >= 1, got 0"),
-        (["--runs", "../etc"], "--runs: '../etc' is not a run name"),
+        (["--runs", "../etc"], "--runs: run names use letters, digits"),
     ],
 )
 def test_options_are_checked_before_the_archive_is_read(
@@ -506,12 +506,12 @@ def test_non_empty_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     [
         ("fedavg", None),
         ("krum-f2__alie__s1", None),
-        ("../x", "is not a safe folder name"),
-        ("a/b", "is not a safe folder name"),
-        ("..", "is not a safe folder name"),
-        ("reproduction.json", "would clash with a file of the sweep"),
-        ("Manifest.JSON", "would clash with a file of the sweep"),
-        ("plots", "would clash with a file of the sweep"),
+        ("../x", "run names use letters, digits"),
+        ("a/b", "run names use letters, digits"),
+        ("..", "run names use letters, digits"),
+        ("reproduction.json", "reserved: the sweep folder has an entry"),
+        ("Manifest.JSON", "reserved: the sweep folder has an entry"),
+        ("plots", "reserved: the sweep folder has an entry"),
         ("CON", "device name on Windows"),
         ("com1.txt", "device name on Windows"),
     ],

@@ -9,9 +9,10 @@ import pytest
 
 from velocity.attacks import ATTACKS, canonical_attack
 from velocity.attacks.data_poisoning import backdoor_success, trigger_features
-from velocity.attacks.model_poisoning import alie_default_z, fang_krum_lambda_bound, krum_scores
+from velocity.attacks.model_poisoning import alie_default_z, fang_krum_lambda_bound
 from velocity.errors import SpecError
 from velocity.strategies import aggregate
+from velocity.strategies.aggregators import krum_scores
 
 RNG = np.random.default_rng(0)
 

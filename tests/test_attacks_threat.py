@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from velocity.artifacts import read_rounds_csv, rounds_csv_text
-from velocity.attacks import build_threat_model, draw_malicious_clients
+from velocity.attacks import draw_malicious_clients
 from velocity.attacks.model_poisoning import alie_default_z
 from velocity.errors import InputError, SpecError
+from velocity.records import TIMING_METRICS, rounds_columns
 from velocity.seeds import child_rng
-from velocity.simulation import TIMING_METRICS, prepare_run, run_simulation
+from velocity.simulation import build_threat_model, prepare_run, run_simulation
 from velocity.spec import spec_from_mapping
-from velocity.sweep import rounds_columns
 
 BASE = {"dataset": "digits", "num_clients": 10, "rounds": 3, "byzantine": 0.3}
 
@@ -23,7 +23,7 @@ BASE = {"dataset": "digits", "num_clients": 10, "rounds": 3, "byzantine": 0.3}
 def _threat(**fields: object) -> tuple:
     spec = spec_from_mapping({**BASE, **fields})
     setup = prepare_run(spec)
-    return spec, setup, build_threat_model(spec, setup.data, setup.clients, setup.model)
+    return spec, setup, build_threat_model(spec, setup)
 
 
 def test_malicious_clients_come_from_the_seed_tree() -> None:

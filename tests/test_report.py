@@ -24,7 +24,7 @@ from velocity.report import (
     write_reports,
 )
 from velocity.spec import RunSpec, spec_from_mapping
-from velocity.sweep import SweepData, SweepRun
+from velocity.sweepdir import SweepData, SweepRun
 
 BASE = {"model": "logreg", "rounds": 3, "num_clients": 5}
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from velocity import __version__
-from velocity.archive import iso_utc
+from velocity.archive import load_archived_sweep, read_crate, verify_crate
+from velocity.archive.crate import iso_utc
 from velocity.artifacts import (
     decode_floats,
     dumps_json,
@@ -28,10 +29,11 @@ from velocity.artifacts import (
 )
 from velocity.cli import main
 from velocity.errors import ArchiveError
+from velocity.records import summarize_rounds
 from velocity.report import build_comparison, comparison_markdown
-from velocity.reproduce import load_archived_sweep, read_crate, verify_crate
 from velocity.spec import spec_from_mapping
-from velocity.sweep import load_sweep, run_sweep, summarize_rounds
+from velocity.sweep import run_sweep
+from velocity.sweepdir import read_sweep
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "jsonld"
 BASE = {"dataset": "digits", "model": "logreg", "num_clients": 5, "rounds": 2, "seed": 3}
@@ -136,7 +138,7 @@ def _rounds_of(data: bytes) -> list[dict[str, Any]]:
 
 def _write_reports(folder: Path) -> None:
     """Rewrite comparison.json and comparison.md of a sweep folder as the sweep itself would."""
-    data = load_sweep(folder)
+    data = read_sweep(folder)
     comparison = build_comparison(
         data, target_accuracy=read_json(folder / "comparison.json")["target_accuracy"]
     )
@@ -545,32 +547,40 @@ def test_forged_derived_records_are_an_inconsistent_archive(
     assert info["verified"] is False and needle in info["problem"]
 
 
-def test_an_archive_of_another_velocity_is_checked_on_its_numbers_only(
+def test_an_archive_claiming_another_velocity_is_checked_with_the_strictest_rules(
     archive: Path, tmp_path: Path
 ) -> None:
-    def older(files: dict[str, bytes]) -> None:
-        _edit_json(files, "manifest.json", lambda m: m.update(velocity_version="0.0.1"))
-        # An older velocity may have labelled strategies differently and laid out the tables
-        # its own way: neither is a reason to distrust the numbers.
-        _edit_json(files, "comparison.json", lambda c: _run_entry(c, "krum").update(strategy="K"))
-        files["comparison.md"] += b"\nrendered by an older velocity\n"
+    def claims_another_version(files: dict[str, bytes]) -> None:
+        _edit_json(files, "manifest.json", lambda m: m.update(velocity_version="99.0.0"))
+        _rederive_reports(files)
 
-    crate = read_crate(_rewrite(archive, tmp_path / "older.zip", older, reseal=True))
+    other = _rewrite(archive, tmp_path / "other.zip", claims_another_version, reseal=True)
+    crate = read_crate(other)
     verify_crate(crate)
     sweep = load_archived_sweep(crate)
     assert sweep.notes == [
-        f"archived by velocity 0.0.1, this is {__version__}: comparison.json's numbers were "
-        "re-derived, its labels and comparison.md were not"
+        f"archived by velocity '99.0.0', this is {__version__}: every record was re-derived "
+        "and checked as this version writes it"
     ]
 
-    def older_and_forged(files: dict[str, bytes]) -> None:
-        older(files)
-        _forge_groups(files)
+    # The claim turns no check off: relabelled strategies or an edited comparison.md are caught.
+    def relabelled(files: dict[str, bytes]) -> None:
+        claims_another_version(files)
+        _edit_json(files, "comparison.json", lambda c: _run_entry(c, "krum").update(strategy="K"))
 
-    crate = read_crate(_rewrite(archive, tmp_path / "forged.zip", older_and_forged, reseal=True))
-    verify_crate(crate)
-    with pytest.raises(ArchiveError, match=r"groups\['fedprox'\]\.test_accuracy_mean is"):
-        load_archived_sweep(crate)
+    def forged_markdown(files: dict[str, bytes]) -> None:
+        claims_another_version(files)
+        files["comparison.md"] += b"\nrendered by another velocity\n"
+
+    for forge, needle in (
+        (relabelled, r"runs\['krum'\]\.strategy is 'K'"),
+        (forged_markdown, r"comparison\.md: line"),
+        (lambda f: (claims_another_version(f), _forge_groups(f)), r"test_accuracy_mean is"),
+    ):
+        crate = read_crate(_rewrite(archive, tmp_path / "forged.zip", forge, reseal=True))
+        verify_crate(crate)
+        with pytest.raises(ArchiveError, match=needle):
+            load_archived_sweep(crate)
 
 
 def test_changed_config_is_caught(
@@ -580,22 +590,36 @@ def test_changed_config_is_caught(
         _edit_json(files, "krum/config.json", lambda c: c["spec"].update(lr=0.5))
 
     hostile = _rewrite(archive, tmp_path / "in" / "stale.zip", stale, reseal=True)
-    _expect_refused(hostile, tmp_path / "arena", "fingerprint does not match the spec", capsys)
+    _expect_refused(hostile, tmp_path / "arena", "differs from the config manifest.json", capsys)
+
+
+def _change_krum_lr(files: dict[str, bytes], *, in_manifest: bool) -> None:
+    config = json.loads(files["krum/config.json"])
+    config["spec"]["lr"] = 0.5
+    fingerprint = spec_from_mapping(config["spec"]).fingerprint
+    config["fingerprint"] = fingerprint
+    files["krum/config.json"] = dumps_json(config).encode()
+    _edit_json(files, "krum/summary.json", lambda s: s.update(fingerprint=fingerprint))
+    if in_manifest:
+        _edit_json(files, "manifest.json", lambda m: m["configs"].update(krum=config))
+    _rederive_reports(files)
 
 
 def test_consistently_changed_config_is_a_mismatch(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def change(files: dict[str, bytes]) -> None:
-        config = json.loads(files["krum/config.json"])
-        config["spec"]["lr"] = 0.5
-        fingerprint = spec_from_mapping(config["spec"]).fingerprint
-        config["fingerprint"] = fingerprint
-        files["krum/config.json"] = dumps_json(config).encode()
-        _edit_json(files, "krum/summary.json", lambda s: s.update(fingerprint=fingerprint))
-        _rederive_reports(files)
-
-    forged = _rewrite(archive, tmp_path / "forged.zip", change, reseal=True)
+    # Changed in config.json only: the manifest's own copy of the config tells.
+    half = _rewrite(
+        archive, tmp_path / "half.zip", lambda f: _change_krum_lr(f, in_manifest=False), reseal=True
+    )
+    _expect_refused(half, tmp_path / "arena", "differs from the config manifest.json", capsys)
+    # Changed everywhere: the archive is consistent, and its results are not what it runs to.
+    forged = _rewrite(
+        archive,
+        tmp_path / "forged.zip",
+        lambda f: _change_krum_lr(f, in_manifest=True),
+        reseal=True,
+    )
     out = tmp_path / "out"
     code, stdout, _ = _reproduce(
         [str(forged), "--out", str(out), "--check", "--runs", "krum"], capsys
@@ -679,7 +703,7 @@ def test_archive_refuses_a_folder_that_is_not_a_sweep(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["archive", str(tmp_path)]) == 2
-    assert "sweep manifest.json not found" in capsys.readouterr().err
+    assert "not a sweep folder (no manifest.json)" in capsys.readouterr().err
     assert main(["archive", str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
 

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from velocity.simulation import METRICS, run_simulation, sample_clients
+from velocity.records import METRICS
+from velocity.simulation import run_simulation, sample_clients
 from velocity.spec import spec_from_mapping
 
 IID10 = {

@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from velocity.errors import InputError, SpecError
-from velocity.spec import RunSpec, load_toml_runs, spec_from_mapping
+from velocity.experiment import load_experiment
+from velocity.spec import RunSpec, spec_from_mapping
 
 
 def test_defaults_are_filled_and_spellings_do_not_change_identity() -> None:
@@ -83,10 +84,10 @@ def test_toml_shared_defaults_runs_override(tmp_path: Path) -> None:
         '[shared]\nrounds = 3\nmodel = "logreg"\n\n'
         '[[runs]]\nname = "a"\n\n[[runs]]\nname = "b"\nrounds = 5\nmodel = "mlp:hidden=8"\n'
     )
-    a, b = load_toml_runs(path)
+    a, b = load_experiment(path, matrix=False)
     assert (a.rounds, a.model["type"]) == (3, "logreg")
     assert (b.rounds, b.model) == (5, {"type": "mlp", "hidden": "8"})
-    overridden = load_toml_runs(tmp_path / "exp.toml", {"rounds": 2})
+    overridden = load_experiment(tmp_path / "exp.toml", {"rounds": 2}, matrix=False)
     assert [s.rounds for s in overridden] == [2, 2]
 
 
@@ -105,7 +106,7 @@ def test_bad_toml_gives_one_clear_error(tmp_path: Path, text: str, needle: str) 
     path = tmp_path / "exp.toml"
     path.write_text(text)
     with pytest.raises(InputError) as info:
-        load_toml_runs(path)
+        load_experiment(path, matrix=False)
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -121,6 +122,6 @@ def test_non_utf8_file_is_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_bytes(b"\xff\xfe[shared]\n")
     with pytest.raises(InputError, match="not a UTF-8 text file"):
-        load_toml_runs(path)
+        load_experiment(path, matrix=False)
     with pytest.raises(InputError, match="not a file"):
-        load_toml_runs(tmp_path)  # a folder, not a file
+        load_experiment(tmp_path, matrix=False)  # a folder, not a file

@@ -19,10 +19,11 @@ from velocity.artifacts import read_json, read_rounds_csv
 from velocity.cli import main
 from velocity.errors import InputError
 from velocity.experiment import expand_experiment
-from velocity.simulation import METRICS, TIMING_METRICS
+from velocity.records import METRICS, TIMING_METRICS
 from velocity.spec import RunSpec
 from velocity.store import open_store
-from velocity.sweep import SweepResult, load_sweep, load_sweep_specs, run_sweep
+from velocity.sweep import SweepResult, run_sweep
+from velocity.sweepdir import read_sweep, sweep_specs
 
 # One xdist worker runs this module, so the module-scoped sweeps are computed once.
 pytestmark = pytest.mark.xdist_group("sweep")
@@ -212,7 +213,7 @@ def test_resuming_a_complete_sweep_runs_nothing(
     copy = tmp_path / "copy"
     shutil.copytree(sweeps[1].out_dir, copy)
     before = {p: p.read_bytes() for p in copy.glob("*/summary.json")}
-    result = run_sweep(load_sweep_specs(copy), copy, resume=True, parallel=2)
+    result = run_sweep(sweep_specs(copy), copy, resume=True, parallel=2)
     assert all(r.resumed for r in result.results.values())
     assert {p: p.read_bytes() for p in copy.glob("*/summary.json")} == before
     manifest = read_json(copy / "manifest.json")
@@ -260,7 +261,7 @@ def test_two_names_for_one_configuration_are_refused(
 def test_a_sweep_killed_after_its_manifest_resumes_to_the_uninterrupted_result(
     sweeps: dict[int, SweepResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import velocity.sweep as sweep_module
+    import velocity.sweepdir as sweep_module
 
     real_write = sweep_module.write_json_atomic
 
@@ -278,7 +279,7 @@ def test_a_sweep_killed_after_its_manifest_resumes_to_the_uninterrupted_result(
     assert read_json(out / "manifest.json")["complete"] is False
     with pytest.raises(InputError, match="not empty"):
         run_sweep(mixed_specs(), out)
-    assert [s.fingerprint for s in load_sweep_specs(out)] == [s.fingerprint for s in mixed_specs()]
+    assert [s.fingerprint for s in sweep_specs(out)] == [s.fingerprint for s in mixed_specs()]
 
     assert main(["sweep", "--resume", str(out), "--parallel", "2"]) == 1  # 'fails' fails
     reference = sweeps[1].out_dir
@@ -352,7 +353,7 @@ def test_cli_sweep_of_quickstart_writes_every_file(
         assert (out / name).is_file(), name
     for name in RUN_FILES:
         assert (out / "fedavg-mlp" / name).is_file()
-    data = load_sweep(out)
+    data = read_sweep(out)
     assert [r.spec.rounds for r in data.runs] == [2]
     manifest = read_json(out / "manifest.json")
     assert manifest["command"][:3] == [
@@ -446,13 +447,13 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path: Path) -> N
     assert code == 0
     assert main(["sweep", str(experiment), "--out", str(reference), "--parallel", "1"]) == 0
     assert read_json(killed / "manifest.json")["complete"] is True
-    for spec in load_sweep_specs(reference):
+    for spec in sweep_specs(reference):
         assert metric_columns_text(killed / spec.name / "rounds.csv") == metric_columns_text(
             reference / spec.name / "rounds.csv"
         ), spec.name
     with open_store(tmp_path / "runs.db") as store:
         records = store.list_runs(source=str(killed.resolve()))
-    assert sorted(r.name for r in records) == sorted(s.name for s in load_sweep_specs(killed))
+    assert sorted(r.name for r in records) == sorted(s.name for s in sweep_specs(killed))
     assert all(r.status == "complete" for r in records)
 
 

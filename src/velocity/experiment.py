@@ -202,18 +202,24 @@ def _matrix_points(
 
 
 def expand_experiment(
-    doc: Mapping[str, Any], source: str, overrides: Mapping[str, Any] | None = None
+    doc: Mapping[str, Any],
+    source: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    matrix: bool = True,
 ) -> list[RunSpec]:
     """RunSpecs of an experiment document (``[shared]``, ``[[runs]]``, ``[matrix]``).
 
     ``[matrix]`` expands on top of every ``[[runs]]`` entry (or ``[shared]`` alone);
-    ``overrides`` (CLI flags) apply on top of every run. Raises SpecError naming the key.
+    ``overrides`` (CLI flags) apply on top of every run. ``matrix=False`` refuses a
+    ``[matrix]`` (``velocity run`` runs the listed runs only). Raises SpecError naming the key.
     """
-    unknown = sorted(set(doc) - set(_TOP_LEVEL_KEYS))
+    keys = _TOP_LEVEL_KEYS if matrix else ("shared", "runs")
+    unknown = sorted(set(doc) - set(keys))
     if unknown:
-        raise SpecError(
-            f"{source}: unknown top-level key '{unknown[0]}'; allowed: [shared], [[runs]], [matrix]"
-        )
+        allowed = ", ".join(f"[[{k}]]" if k == "runs" else f"[{k}]" for k in keys)
+        hint = "" if matrix else " (use 'velocity sweep' for [matrix])"
+        raise SpecError(f"{source}: unknown top-level key '{unknown[0]}'; allowed: {allowed}{hint}")
     overrides = dict(overrides or {})
     bases = _bases(doc, source)
     has_matrix = "matrix" in doc
@@ -251,9 +257,12 @@ def expand_experiment(
     return specs
 
 
-def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[RunSpec]:
-    """RunSpecs of a TOML experiment file; errors name the file and the key."""
-    return expand_experiment(load_toml(path), str(path), overrides)
+def load_experiment(
+    path: str | Path, overrides: Mapping[str, Any] | None = None, *, matrix: bool = True
+) -> list[RunSpec]:
+    """RunSpecs of a TOML experiment file (the one loader of ``velocity run`` and ``velocity
+    sweep``); errors name the file and the key."""
+    return expand_experiment(load_toml(path), str(path), overrides, matrix=matrix)
 
 
 def split_spec_list(text: str, option: str = "list") -> list[str]:

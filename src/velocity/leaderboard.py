@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from velocity.errors import InputError
-from velocity.report import attack_label, baseline_fingerprint, rounds_to_target, strategy_label
+from velocity.records import check_target_accuracy, rounds_to_target
+from velocity.report import attack_label, baseline_fingerprint, group_label, strategy_label
 from velocity.store import RunRecord
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Leaderboard",
     "LeaderboardRow",
     "build_leaderboard",
+    "check_metric",
     "mean_confidence_interval",
     "regularized_incomplete_beta",
     "student_t_cdf",
@@ -272,12 +274,6 @@ def _matches(record: RunRecord, dataset: str | None, attack: str | None) -> bool
     return True
 
 
-def _group_label(record: RunRecord) -> str:
-    suffix = f"__s{record.seed}"
-    name = record.name
-    return name[: -len(suffix)] if name.endswith(suffix) and len(name) > len(suffix) else name
-
-
 def _pareto_fronts(points: Sequence[tuple[float, float]]) -> list[int]:
     """Front index (1 = non-dominated) of each (accuracy up, cost down) point."""
     fronts = [0] * len(points)
@@ -301,6 +297,15 @@ def _pareto_fronts(points: Sequence[tuple[float, float]]) -> list[int]:
     return fronts
 
 
+def check_metric(metric: str) -> str:
+    """``metric`` when it is a leaderboard metric; InputError naming ``--metric`` otherwise."""
+    if metric not in LEADERBOARD_METRICS:
+        raise InputError(
+            f"--metric must be one of {', '.join(LEADERBOARD_METRICS)}, got {metric!r}"
+        )
+    return metric
+
+
 def build_leaderboard(
     records: Iterable[RunRecord],
     metric: str = "accuracy",
@@ -315,12 +320,8 @@ def build_leaderboard(
     Records need their rounds for ``rounds-to-target``. Failed and running runs are left out;
     a (fingerprint, seed) stored twice counts once (its latest record).
     """
-    if metric not in LEADERBOARD_METRICS:
-        raise InputError(
-            f"--metric must be one of {', '.join(LEADERBOARD_METRICS)}, got {metric!r}"
-        )
-    if not 0.0 < target <= 1.0:
-        raise InputError(f"--target must be an accuracy in (0, 1], got {target!r}")
+    check_metric(metric)
+    check_target_accuracy(target)
     spec_info = LEADERBOARD_METRICS[metric]
     finished = _latest_per_run(records)
     baselines = {r.fingerprint: r for r in finished}
@@ -341,7 +342,7 @@ def build_leaderboard(
         first = members[0]
         row = LeaderboardRow(
             rank=0,
-            label=_group_label(first),
+            label=group_label(first.name, first.seed),
             fingerprint_without_seed=key,
             dataset=str(first.spec.get("dataset", {}).get("type", "?")),
             strategy=strategy_label(first.spec),

@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from velocity.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
+from velocity.attacks import ATTACKS
+from velocity.records import rounds_to_target
+from velocity.registry import format_component
+from velocity.strategies import AGGREGATORS, PRE_AGGREGATORS, SERVER_OPTIMIZERS
+from velocity.sweepdir import SweepData
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from velocity.sweep import SweepData
 
 __all__ = [
     "COMPARISON_SCHEMA",
@@ -32,9 +35,9 @@ __all__ = [
     "baseline_fingerprint",
     "build_comparison",
     "comparison_markdown",
+    "group_label",
     "render_plots",
     "report_html",
-    "rounds_to_target",
     "strategy_label",
     "write_reports",
 ]
@@ -50,8 +53,6 @@ _SVG_HASH_SALT = "velocity"
 
 
 def _component_label(registry: Any, table: Mapping[str, Any]) -> str:
-    from velocity.registry import format_component
-
     name = str(table.get("type", "?"))
     try:
         defaults = registry.get(name).defaults()
@@ -63,8 +64,6 @@ def _component_label(registry: Any, table: Mapping[str, Any]) -> str:
 
 def strategy_label(spec: Mapping[str, Any]) -> str:
     """Short strategy name of a canonical spec: ``fedavg``, ``fedprox:mu=0.01``, ``nnm > krum``."""
-    from velocity.strategies import AGGREGATORS, PRE_AGGREGATORS, SERVER_OPTIMIZERS
-
     table = spec.get("strategy") or {}
     pre = [_component_label(PRE_AGGREGATORS, p) for p in table.get("pre", [])]
     aggregator = table.get("aggregator") or {"type": "?"}
@@ -82,8 +81,6 @@ def strategy_label(spec: Mapping[str, Any]) -> str:
 
 def attack_label(spec: Mapping[str, Any]) -> str:
     """``none`` or the attacks with their non-default parameters, joined by ``+``."""
-    from velocity.attacks import ATTACKS
-
     attacks = spec.get("attacks") or []
     if not attacks:
         return "none"
@@ -94,7 +91,8 @@ def _dataset_label(spec: Mapping[str, Any]) -> str:
     return str((spec.get("dataset") or {}).get("type", "?"))
 
 
-def _group_label(name: str, seed: int) -> str:
+def group_label(name: str, seed: int) -> str:
+    """A run's configuration label across seeds: its name without the ``__s<seed>`` suffix."""
     suffix = f"__s{seed}"
     return name[: -len(suffix)] if name.endswith(suffix) and len(name) > len(suffix) else name
 
@@ -121,15 +119,6 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def rounds_to_target(rounds: Sequence[Mapping[str, Any]], target: float) -> int | None:
-    """The first round whose test accuracy reaches ``target`` (None if it never does)."""
-    for record in rounds:
-        accuracy = _finite(record.get("test_accuracy"))
-        if accuracy is not None and accuracy >= target:
-            return int(record["round"])
-    return None
-
-
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
@@ -145,9 +134,12 @@ def build_comparison(data: SweepData, *, target_accuracy: float = 0.9) -> dict[s
     accuracy drop against its no-attack baseline, and seed groups with mean and std."""
     runs: list[dict[str, Any]] = []
     for run in data.runs:
+        if run.spec is None:
+            raise ValueError(f"run {run.name!r} has no config: no comparison can be built")
         spec = run.spec.canonical()
-        summary = run.summary or {}
-        rounds = run.rounds or []
+        # Results that disagree with their files are not results: the run shows as incomplete.
+        summary = (run.summary or {}) if run.complete else {}
+        rounds = (run.rounds or []) if run.complete else []
         runs.append(
             {
                 "name": run.name,
@@ -167,7 +159,7 @@ def build_comparison(data: SweepData, *, target_accuracy: float = 0.9) -> dict[s
                 "strategy": strategy_label(spec),
                 "attack": attack_label(spec),
                 "dataset": _dataset_label(spec),
-                "group": _group_label(run.name, run.spec.seed),
+                "group": group_label(run.name, run.spec.seed),
                 "baseline": None,
                 "accuracy_drop": None,
             }

@@ -11,44 +11,28 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from velocity.attacks import ThreatModel, bind_attacks, draw_malicious_clients
 from velocity.data import FederatedDataset, load_dataset, partition
 from velocity.errors import InputError
 from velocity.models import MLP, LocalConfig, build_model, train_clients
+from velocity.records import final_metrics, summarize_run, utc_now
 from velocity.seeds import child_rng
 from velocity.spec import RunSpec
 from velocity.strategies import build_strategy
 
 __all__ = [
-    "METRICS",
-    "TIMING_METRICS",
     "RunResult",
     "RunSetup",
+    "build_threat_model",
     "prepare_run",
     "run_simulation",
     "sample_clients",
 ]
-
-METRICS = (
-    "round",
-    "test_loss",
-    "test_accuracy",
-    "train_loss",
-    "num_clients",
-    "bytes_up",
-    "bytes_down",
-    "aggregate_seconds",
-    "round_seconds",
-)
-"""Metrics every round records (attacks add their own, e.g. ``attack_success_rate``)."""
-
-TIMING_METRICS = ("aggregate_seconds", "round_seconds")
-"""Wall-clock metrics: recorded, but never part of a reproducibility comparison."""
 
 RoundCallback = Callable[[dict[str, Any]], None]
 
@@ -69,10 +53,35 @@ class RunResult:
 
     def final_metrics(self) -> dict[str, Any]:
         """The last evaluated round's metrics ({} when no round ran)."""
-        for record in reversed(self.rounds):
-            if record.get("test_accuracy") is not None:
-                return dict(record)
-        return dict(self.rounds[-1]) if self.rounds else {}
+        return final_metrics(self.rounds)
+
+    def summary(self) -> dict[str, Any]:
+        """The content of the run's summary.json."""
+        return summarize_run(
+            name=self.spec.name,
+            fingerprint=self.spec.fingerprint,
+            status=self.status,
+            error=self.error,
+            rounds=self.rounds,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            wall_seconds=self.wall_seconds,
+            details=self.details,
+        )
+
+    @classmethod
+    def failed(cls, spec: RunSpec, error: str, started_at: str, wall_seconds: float) -> RunResult:
+        """A run that ended before its first round (e.g. its worker could not run it)."""
+        return cls(
+            spec=spec,
+            status="failed",
+            error=error,
+            rounds=[],
+            final_params=None,
+            started_at=started_at,
+            finished_at=utc_now(),
+            wall_seconds=wall_seconds,
+        )
 
 
 @dataclass
@@ -112,8 +121,16 @@ def sample_clients(spec: RunSpec, round_index: int) -> np.ndarray:
     return np.sort(rng.choice(spec.num_clients, spec.participants, replace=False))
 
 
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def build_threat_model(spec: RunSpec, setup: RunSetup) -> ThreatModel:
+    """Bind a run's attacks to its data and clients; the malicious set comes from the seed tree."""
+    return ThreatModel(
+        seed=spec.seed,
+        malicious_clients=draw_malicious_clients(spec.seed, spec.num_clients, int(spec.byzantine)),
+        client_indices=list(setup.clients),
+        attacks=bind_attacks(spec.attacks),
+        num_classes=setup.data.num_classes,
+        predict=setup.model.predict,
+    )
 
 
 def run_simulation(
@@ -126,7 +143,7 @@ def run_simulation(
     """
     if setup is not None and setup.spec != spec:
         raise ValueError("setup was prepared for another spec")
-    started_at, t_start = _utc_now(), time.perf_counter()
+    started_at, t_start = utc_now(), time.perf_counter()
     rounds: list[dict[str, Any]] = []
     status, error = "complete", None
     params: np.ndarray | None = None
@@ -151,7 +168,7 @@ def run_simulation(
         rounds=rounds,
         final_params=params,
         started_at=started_at,
-        finished_at=_utc_now(),
+        finished_at=utc_now(),
         wall_seconds=time.perf_counter() - t_start,
         details=details,
     )
@@ -173,9 +190,7 @@ def _round_loop(
     threat = None
     X, y = data.X_train, data.y_train
     if spec.attacks:
-        from velocity.attacks import build_threat_model
-
-        threat = build_threat_model(spec, data, setup.clients, model)
+        threat = build_threat_model(spec, setup)
         X, y = threat.poison_data(X, y)
     params = setup.initial_params
     bytes_per_model = 4 * model.num_params

@@ -10,50 +10,50 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
+from velocity.attacks import canonical_attack
+from velocity.data import DATASETS, PARTITIONERS
 from velocity.errors import InputError, SpecError
-from velocity.registry import Registry
+from velocity.models import MODELS
+from velocity.records import run_name_problem
+from velocity.registry import Registry, parse_component
+from velocity.strategies import canonical_strategy
 
 __all__ = [
-    "RUN_NAME_PATTERN",
     "RunSpec",
     "format_validation_error",
     "load_toml",
-    "load_toml_runs",
     "spec_from_mapping",
 ]
 
-RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,119}$")
+_COMPONENT_REGISTRIES: dict[str, Registry[Any]] = {
+    "dataset": DATASETS,
+    "partition": PARTITIONERS,
+    "model": MODELS,
+}
 
 
 def _strategy_writes_mu(strategy: Any) -> bool:
     """Whether a (preset) strategy spec spells out ``mu`` itself."""
-    from velocity.registry import parse_component
-
     if isinstance(strategy, Mapping):
         return "mu" in strategy
     if isinstance(strategy, str) and ">" not in strategy:
         return "mu" in parse_component(strategy, "strategy")[1]
     return False
-
-
-def _canonical_component(field_name: str, value: Any) -> dict[str, Any]:
-    from velocity.data import DATASETS, PARTITIONERS
-    from velocity.models import MODELS
-
-    registries: dict[str, Registry[Any]] = {
-        "dataset": DATASETS,
-        "partition": PARTITIONERS,
-        "model": MODELS,
-    }
-    return registries[field_name].canonical(value)
 
 
 class RunSpec(BaseModel):
@@ -92,8 +92,6 @@ class RunSpec(BaseModel):
             attack = data.pop("attack")
             data["attacks"] = [] if attack in (None, "", "none") else [attack]
         strategy = data.get("strategy", "fedavg")
-        from velocity.strategies import canonical_strategy
-
         try:
             table, preset_mu = canonical_strategy(strategy)
         except SpecError as exc:
@@ -137,18 +135,16 @@ class RunSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not RUN_NAME_PATTERN.match(value) or value in (".", ".."):
-            raise ValueError(
-                "run names use letters, digits and . _ = + - (max 120, starting with a letter or "
-                f"digit), got {value!r}"
-            )
+        problem = run_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("dataset", "partition", "model", mode="before")
     @classmethod
     def _check_component(cls, value: Any, info: Any) -> dict[str, Any]:
         try:
-            return _canonical_component(info.field_name, value)
+            return _COMPONENT_REGISTRIES[info.field_name].canonical(value)
         except SpecError as exc:
             raise ValueError(str(exc)) from None
 
@@ -159,8 +155,6 @@ class RunSpec(BaseModel):
             value = [value]
         if not isinstance(value, Sequence):
             raise ValueError("attacks must be a list of attack specs")
-        from velocity.attacks import canonical_attack
-
         try:
             return [canonical_attack(v) for v in value if v not in (None, "", "none")]
         except SpecError as exc:
@@ -177,11 +171,24 @@ class RunSpec(BaseModel):
             return int(value)
         return value
 
-    @model_validator(mode="after")
-    def _check_run(self) -> RunSpec:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_counts(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> RunSpec:
+        """Store ``clients_per_round`` and ``byzantine`` as the counts the run uses.
+
+        A spec given as "all clients" or "a fraction malicious" is validated once as given, then
+        once more with the counts it resolves to, so the frozen model is never mutated.
+        """
+        spec = handler(data)
+        resolved = spec._resolved_counts()
+        if resolved == {"clients_per_round": spec.clients_per_round, "byzantine": spec.byzantine}:
+            return spec
+        return handler({**spec.model_dump(), **resolved})
+
+    def _resolved_counts(self) -> dict[str, int]:
         cpr = self.clients_per_round
         if cpr is None:
-            object.__setattr__(self, "clients_per_round", self.num_clients)
+            cpr = self.num_clients
         elif cpr > self.num_clients:
             raise ValueError(
                 f"clients_per_round ({cpr}) must be <= num_clients ({self.num_clients})"
@@ -195,12 +202,14 @@ class RunSpec(BaseModel):
             raise ValueError(
                 f"byzantine clients ({count}) must be fewer than num_clients ({self.num_clients})"
             )
-        object.__setattr__(self, "byzantine", count)
-        if self.partition["type"] == "natural" and self.dataset["type"] != "synthetic":
+        if self.partition["type"] == "natural" and not DATASETS.get(self.dataset["type"]).extra.get(
+            "natural"
+        ):
+            natural = ", ".join(e.name for e in DATASETS if e.extra.get("natural"))
             raise ValueError(
-                "partition 'natural' needs a dataset with its own clients ('synthetic')"
+                f"partition 'natural' needs a dataset with its own clients ({natural})"
             )
-        return self
+        return {"clients_per_round": cpr, "byzantine": count}
 
     @property
     def byzantine_count(self) -> int:
@@ -280,35 +289,3 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise InputError("not a UTF-8 text file (TOML must be UTF-8)", source=str(path)) from None
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror})", source=str(path)) from None
-
-
-def load_toml_runs(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[RunSpec]:
-    """RunSpecs of a ``[shared]`` + ``[[runs]]`` file (no runs: ``[shared]`` is the one run).
-
-    ``overrides`` (e.g. from CLI flags) apply on top of every run.
-    """
-    doc = load_toml(path)
-    unknown = sorted(set(doc) - {"shared", "runs"})
-    if unknown:
-        raise SpecError(
-            f"{path}: unknown top-level key '{unknown[0]}'; allowed: [shared], [[runs]] "
-            "(use 'velocity sweep' for [matrix])"
-        )
-    shared = doc.get("shared", {})
-    if not isinstance(shared, dict):
-        raise SpecError(f"{path}: [shared] must be a table")
-    runs = doc.get("runs", [{}])
-    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-        raise SpecError(f"{path}: runs must be an array of tables ([[runs]])")
-    specs = []
-    for i, run in enumerate(runs):
-        merged = {**shared, **run, **(overrides or {})}
-        if "name" not in merged and len(runs) > 1:
-            merged["name"] = f"run{i}"
-        where = f"{path}: runs[{i}]" if "runs" in doc else f"{path}: shared"
-        specs.append(spec_from_mapping(merged, where))
-    names = [s.name for s in specs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise SpecError(f"{path}: duplicate run name '{dupes[0]}'")
-    return specs

@@ -1,7 +1,7 @@
 """Attacks: Byzantine model poisoning (on the update matrix) and data poisoning (on local data).
 
-Every attack is a pure function in the ``ATTACKS`` registry; ``build_threat_model`` binds a run's
-attacks and its malicious clients for the round loop.
+Every attack is a pure function in the ``ATTACKS`` registry; a :class:`ThreatModel` holds a run's
+bound attacks and its malicious clients for the round loop (``velocity.simulation`` builds it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from velocity.attacks.base import (
 from velocity.attacks.threat import (
     BoundAttack,
     ThreatModel,
-    build_threat_model,
+    bind_attacks,
     draw_malicious_clients,
 )
 
@@ -31,7 +31,7 @@ __all__ = [
     "DataAttack",
     "ModelAttack",
     "ThreatModel",
-    "build_threat_model",
+    "bind_attacks",
     "canonical_attack",
     "data_attack",
     "describe_attacks",

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from velocity.attacks.base import model_attack
-from velocity.errors import RunError
 from velocity.registry import Param
+from velocity.strategies.aggregators import krum_scores
 
 __all__ = [
     "alie",
@@ -24,7 +24,6 @@ __all__ = [
     "fang_trimmed_mean",
     "gaussian",
     "ipm",
-    "krum_scores",
     "mimic",
     "minmax",
     "minsum",
@@ -158,16 +157,6 @@ def alie(
     z_used = alie_default_z(updates.shape[0], m) if z is None else float(z)
     std = updates.astype(np.float64).std(axis=0)
     return _copies(_mean(updates) - z_used * std, m), {"z": z_used}
-
-
-def krum_scores(sq_dist: np.ndarray, f: int) -> np.ndarray:
-    """Krum score of every row from squared distances: sum over its n - f - 2 nearest others."""
-    n = sq_dist.shape[0]
-    k = n - f - 2
-    if k < 1:
-        raise RunError(f"Krum needs n - f - 2 >= 1 nearest neighbours, got n={n}, f={f}")
-    off_diagonal = sq_dist + np.diag(np.full(n, np.inf))
-    return np.partition(off_diagonal, k - 1, axis=1)[:, :k].sum(axis=1)
 
 
 def fang_krum_lambda_bound(benign: np.ndarray, num_malicious: int, num_total: int) -> float:

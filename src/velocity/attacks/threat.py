@@ -1,15 +1,16 @@
 """The threat model of one run: which clients are malicious and what their attacks do.
 
-``build_threat_model`` draws the fixed malicious set from the seed tree and binds the run's
-attacks; the round loop calls ``poison_data`` once, ``poison_updates`` each round, ``evaluate``.
+``bind_attacks`` resolves attack specs; ``draw_malicious_clients`` draws the fixed malicious set
+from the seed tree. The round loop calls ``poison_data`` once, ``poison_updates`` each round and
+``evaluate`` on evaluated rounds. Everything here takes arrays and plain values, never a run.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -18,12 +19,7 @@ from velocity.errors import RunError
 from velocity.registry import Entry
 from velocity.seeds import child_rng
 
-if TYPE_CHECKING:
-    from velocity.data import FederatedDataset
-    from velocity.models import MLP
-    from velocity.spec import RunSpec
-
-__all__ = ["BoundAttack", "ThreatModel", "build_threat_model", "draw_malicious_clients"]
+__all__ = ["BoundAttack", "ThreatModel", "bind_attacks", "draw_malicious_clients"]
 
 
 def draw_malicious_clients(seed: int, num_clients: int, count: int) -> np.ndarray:
@@ -184,22 +180,11 @@ def _merge(
     )
 
 
-def build_threat_model(
-    spec: RunSpec, data: FederatedDataset, clients: list[np.ndarray], model: MLP
-) -> ThreatModel:
-    """Bind a run's attacks to its data and clients; the malicious set comes from the seed tree."""
-    resolved = [ATTACKS.resolve(table) for table in spec.attacks]
+def bind_attacks(tables: Sequence[Mapping[str, Any]]) -> list[BoundAttack]:
+    """Resolve attack specs (canonical tables) in order, labelled for the round records."""
+    resolved = [ATTACKS.resolve(table) for table in tables]
     labels = _labels([entry.name for entry, _ in resolved])
-    attacks = [
+    return [
         BoundAttack(entry=entry, params=params, position=i, label=labels[i])
         for i, (entry, params) in enumerate(resolved)
     ]
-    count = int(spec.byzantine)
-    return ThreatModel(
-        seed=spec.seed,
-        malicious_clients=draw_malicious_clients(spec.seed, spec.num_clients, count),
-        client_indices=list(clients),
-        attacks=attacks,
-        num_classes=data.num_classes,
-        predict=model.predict,
-    )

@@ -1,30 +1,29 @@
 """``velocity archive``, ``velocity reproduce`` and ``velocity inspect``: the reproducibility loop.
 
-Thin shells over ``velocity.archive`` (write a crate) and ``velocity.reproduce`` (verify, re-run,
-compare, describe); they parse options, call the library and print.
+Thin shells over ``velocity.archive`` (write a crate; verify, re-run, compare, describe); they
+parse options, call the library and print.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
-from velocity.archive import archive_sweep
-from velocity.artifacts import encode_floats
 from velocity.cli._app import app, err_console, out_console, print_json
 from velocity.errors import InputError
-from velocity.reproduce import (
-    ArchivedSweep,
-    ArchiveInspection,
-    PackageDrift,
-    ReproductionReport,
-    inspect_archive,
-    reproduce_archive,
-)
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from velocity.archive import (
+        ArchivedSweep,
+        ArchiveInspection,
+        PackageDrift,
+        ReproductionReport,
+    )
 
 __all__ = [
     "archive_command",
@@ -82,6 +81,8 @@ def _progress(event: dict[str, Any]) -> None:
 
 
 def _verdict_table(report: ReproductionReport) -> Table:
+    from rich.table import Table
+
     mode = "bitwise" if report.exact else f"rel_tol={report.tolerance:g}"
     table = Table(title=f"reproduction of {report.archive.name} ({mode})")
     for column in ("run", "archived", "now", "verdict", "detail"):
@@ -120,6 +121,8 @@ def archive_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> int:
     """Pack a finished sweep into one deterministic RO-Crate zip (Process Run Crate 0.5)."""
+    from velocity.archive import archive_sweep
+
     result = archive_sweep(
         out_dir,
         output,
@@ -182,6 +185,9 @@ def reproduce_command(
     ),
 ) -> int:
     """Verify an archive, re-run its runs with the archived specs and compare the results."""
+    from velocity.archive import reproduce_archive
+    from velocity.artifacts import encode_floats
+
     selected = parse_run_names(runs, more_runs)
     report = reproduce_archive(
         archive,
@@ -212,6 +218,8 @@ def reproduce_command(
 
 
 def _print_inspection(info: ArchiveInspection) -> None:
+    from rich.table import Table
+
     out_console.print(f"[bold]{info.name or info.path.name}[/]", highlight=False)
     rows = [
         ("archive", f"{info.path} ({info.size} bytes, {info.files} files)"),
@@ -262,6 +270,9 @@ def inspect_command(
     json_output: bool = typer.Option(False, "--json", help="Print the description as JSON."),
 ) -> int:
     """Show what an archive holds and whether it verifies, without running anything."""
+    from velocity.archive import inspect_archive
+    from velocity.artifacts import encode_floats
+
     info = inspect_archive(archive)
     if json_output:
         print_json(encode_floats(info.to_json()))

@@ -8,9 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from velocity.attacks import describe_attacks
 from velocity.cli._app import app, out_console, print_json
 
 __all__ = ["attacks_command"]
@@ -29,6 +27,10 @@ def attacks_command(
     json_output: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of text."),
 ) -> None:
     """List the attacks: kind (model/data), omniscience, parameters with defaults, paper."""
+    from rich.table import Table
+
+    from velocity.attacks import describe_attacks
+
     rows = describe_attacks()
     if json_output:
         print_json(rows)

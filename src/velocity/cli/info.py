@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import platform
 
-import numpy as np
 import typer
-from rich.table import Table
 
-from velocity import __version__
 from velocity.cli._app import app, out_console, print_json
-from velocity.data import describe_datasets
 
 __all__ = ["datasets_command", "version_command"]
 
@@ -20,6 +16,10 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead o
 @app.command("version")
 def version_command(json_output: bool = JSON_OPTION) -> None:
     """Print velocity's version (and Python's and NumPy's)."""
+    import numpy as np
+
+    from velocity import __version__
+
     info = {"velocity": __version__, "python": platform.python_version(), "numpy": np.__version__}
     if json_output:
         print_json(info)
@@ -32,6 +32,10 @@ def version_command(json_output: bool = JSON_OPTION) -> None:
 @app.command("datasets")
 def datasets_command(json_output: bool = JSON_OPTION) -> None:
     """List the datasets: name, samples, features, classes (synthetic shown for 10 clients)."""
+    from rich.table import Table
+
+    from velocity.data import describe_datasets
+
     rows = describe_datasets()
     if json_output:
         print_json(rows)

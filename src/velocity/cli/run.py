@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from velocity.cli import _options
 from velocity.cli._app import app, err_console, out_console, print_json
-from velocity.simulation import RunResult, RunSetup, prepare_run, run_simulation
-from velocity.spec import load_toml_runs, spec_from_mapping
-from velocity.store import open_store, recorded_run
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from velocity.simulation import RunResult, RunSetup
 
 __all__ = ["collect_overrides", "result_to_json", "run_command"]
 
@@ -53,6 +53,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _round_table(result: RunResult) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{result.spec.name}: {result.status}")
     for column in ("round", "test_acc", "test_loss", "train_loss", "clients", "seconds"):
         table.add_column(column, justify="right")
@@ -69,6 +71,16 @@ def _round_table(result: RunResult) -> Table:
 
 
 def _run_with_progress(setup: RunSetup, show: bool) -> RunResult:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from velocity.simulation import run_simulation
+
     spec = setup.spec
     if not show:
         return run_simulation(spec, setup=setup)
@@ -117,6 +129,11 @@ def run_command(
     store: Path | None = _options.STORE,
 ) -> int:
     """Run federated training: every run of SPEC (or one run from flags), flags overriding."""
+    from velocity.experiment import load_experiment
+    from velocity.simulation import prepare_run
+    from velocity.spec import spec_from_mapping
+    from velocity.store import open_store, recorded_run
+
     overrides = collect_overrides(
         name=name,
         dataset=dataset,
@@ -138,7 +155,7 @@ def run_command(
         attack=attack,
     )
     if spec_file is not None:
-        specs = load_toml_runs(spec_file, overrides)
+        specs = load_experiment(spec_file, overrides, matrix=False)
     else:
         specs = [spec_from_mapping(overrides, "command line")]
     # Prepare every run against its data (dataset files, partition sizes) before running or

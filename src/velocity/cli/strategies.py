@@ -5,11 +5,8 @@ named presets, with parameters, defaults, papers and per-round costs.
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from velocity.cli._app import app, out_console, print_json
-from velocity.registry import format_component
-from velocity.strategies.catalog import describe_strategies
 
 __all__ = ["strategies_command"]
 
@@ -19,6 +16,11 @@ def strategies_command(
     json_output: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of text."),
 ) -> None:
     """List every aggregator, pre-aggregator, server optimizer and preset."""
+    from rich.table import Table
+
+    from velocity.registry import format_component
+    from velocity.strategies.catalog import describe_strategies
+
     catalog = describe_strategies()
     if json_output:
         print_json(catalog)

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from velocity.cli import _options
 from velocity.cli._app import app, err_console, out_console, print_json
 from velocity.cli.run import collect_overrides
 from velocity.errors import InputError
-from velocity.experiment import load_experiment, specs_from_flags, split_spec_list
-from velocity.store import open_store
-from velocity.sweep import (
-    SweepEvent,
-    SweepResult,
-    default_out_dir,
-    load_sweep_specs,
-    run_sweep,
-    validate_sweep_request,
-)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from velocity.sweep import SweepEvent, SweepResult
 
 __all__ = ["command_line", "parse_seeds", "sweep_command"]
 
@@ -71,6 +57,15 @@ class _ProgressView:
             err_console.print(line, highlight=False, soft_wrap=True)
 
     def _live(self, event: SweepEvent) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         if event["event"] == "start":
             self.progress = Progress(
                 TextColumn("[bold]sweep"),
@@ -109,6 +104,8 @@ class _ProgressView:
 
 
 def _print_result(result: SweepResult) -> None:
+    from rich.table import Table
+
     table = Table(title=f"sweep: {result.out_dir}")
     table.add_column("run")
     table.add_column("status")
@@ -199,6 +196,12 @@ def sweep_command(
     json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
 ) -> int:
     """Run many runs in parallel and write a sweep folder with a comparison report."""
+    from velocity.experiment import load_experiment, specs_from_flags, split_spec_list
+    from velocity.records import check_target_accuracy
+    from velocity.store import open_store
+    from velocity.sweep import default_out_dir, run_sweep, validate_sweep_request
+    from velocity.sweepdir import sweep_specs
+
     overrides = collect_overrides(
         dataset=dataset,
         partition=partition,
@@ -218,7 +221,7 @@ def sweep_command(
             raise InputError(
                 "--resume takes the runs from OUT_DIR; give no EXPERIMENT, --out or run flags"
             )
-        specs = load_sweep_specs(resume)
+        specs = sweep_specs(resume)
         out_dir = resume
     else:
         if experiment is not None and adhoc:
@@ -234,8 +237,7 @@ def sweep_command(
             )
         out_dir = out if out is not None else default_out_dir()
     validate_sweep_request(specs, out_dir, parallel, resume is not None)
-    if not 0.0 < target <= 1.0:
-        raise InputError(f"--target must be an accuracy in (0, 1], got {target!r}")
+    check_target_accuracy(target)
     view = _ProgressView(live=err_console.is_terminal and not json_output)
     with open_store(store) as run_store:
         try:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from velocity.records import utc_now
 from velocity.store.base import (
     FINISHED_STATUSES,
     RecordFinishedError,
@@ -93,16 +94,12 @@ def finish_from_summary(
 
 def record_start(store: RunStore, spec: RunSpec, source: str | None = None) -> str:
     """Record ``spec`` as ``running`` now; returns the run id for :func:`record_result`."""
-    from velocity.sweep import utc_now
-
     return store.start_run(run_start(spec, source, utc_now()))
 
 
 def record_result(store: RunStore, run_id: str, result: RunResult) -> None:
     """Finish the stored run ``run_id`` with a finished simulation result."""
-    from velocity.sweep import summarize_result
-
-    finish_from_summary(store, run_id, summarize_result(result), result.rounds)
+    finish_from_summary(store, run_id, result.summary(), result.rounds)
 
 
 @contextmanager
@@ -117,8 +114,6 @@ def recorded_run(
     if store is None:
         yield lambda result: None
         return
-    from velocity.sweep import utc_now
-
     run_id = record_start(store, spec, source)
     done = False
 

@@ -128,25 +128,15 @@ def trimmed_mean(
     return columnwise(updates, reduce, wanted=range(trim, n - trim))
 
 
-def krum_scores(dist: np.ndarray, f: int, alive: np.ndarray | None = None) -> np.ndarray:
+def krum_scores(dist: np.ndarray, f: int) -> np.ndarray:
     """Krum score of each point of a squared-distance matrix: the sum of its distances to its
-    ``r - f - 2`` nearest other points (at least 0), where ``r`` points are ``alive`` (default all).
-    Points not alive score +inf."""
+    ``n - f - 2`` nearest other points, in ascending order (RunError when that is fewer than 1).
+    Used by Krum, Multi-Krum, ArKrum and by Fang's attack on Krum, so all agree on ties."""
     n = dist.shape[0]
-    alive = np.ones(n, dtype=bool) if alive is None else alive
+    neighbours = n - f - 2
+    _require(neighbours >= 1, f"Krum scores need n - f - 2 >= 1 neighbours, got n={n}, f={f}")
     others = dist + np.diag(np.full(n, np.inf))
-    order = np.argsort(others, axis=1, kind="stable")
-    return _masked_scores(np.take_along_axis(others, order, axis=1), order, alive, f)
-
-
-def _masked_scores(
-    sorted_dist: np.ndarray, order: np.ndarray, alive: np.ndarray, f: int
-) -> np.ndarray:
-    neighbours = max(int(alive.sum()) - f - 2, 0)
-    live = alive[order]
-    taken = live & (np.cumsum(live, axis=1) <= neighbours)
-    scores: np.ndarray = np.where(taken, sorted_dist, 0.0).sum(axis=1)
-    scores[~alive] = np.inf
+    scores: np.ndarray = np.sort(others, axis=1)[:, :neighbours].sum(axis=1)
     return scores
 
 

@@ -235,8 +235,8 @@ def _resolve(registry: Registry, table: Mapping[str, Any]) -> _Stage:
 class Strategy:
     """A composed strategy built from a canonical table, with per-run state.
 
-    State (server momentum, the previous aggregate for centred clipping, ...) lives in ``state``
-    and is cleared by :meth:`reset`; seeded stages draw from ``child_rng(seed, "strategy",
+    State (server momentum, the previous aggregate for centred clipping, ...) lives in ``state``;
+    a new run builds a new Strategy. Seeded stages draw from ``child_rng(seed, "strategy",
     round, position)``.
     """
 
@@ -248,11 +248,6 @@ class Strategy:
         self._pre = [_resolve(PRE_AGGREGATORS, t) for t in self.table["pre"]]
         self._aggregator = _resolve(AGGREGATORS, self.table["aggregator"])
         self._server = _resolve(SERVER_OPTIMIZERS, self.table["server"])
-
-    def reset(self, seed: int) -> None:
-        """Forget all state (momentum, previous aggregate, ...) and re-seed for a new run."""
-        self.seed = seed
-        self.state = {}
 
     def aggregate(
         self, updates: np.ndarray, weights: np.ndarray, round_index: int = 0

@@ -1,7 +1,8 @@
-"""Pack a finished sweep folder into one deterministic RO-Crate zip (Process Run Crate 0.5).
+"""Writing the crate: pack a finished sweep folder into one deterministic RO-Crate zip.
 
-The crate holds every sweep artifact, environment.txt, a README and ro-crate-metadata.json (one
-CreateAction per run, a sha256 for every file); the same sweep always gives the same bytes.
+The crate (Process Run Crate 0.5) holds every sweep artifact, environment.txt, a README and
+ro-crate-metadata.json (one CreateAction per run, a sha256 for every file); the same sweep always
+gives the same bytes. The folder is read, and checked, by the one sweep reader first.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from velocity.artifacts import SWEEP_SCHEMA, atomic_file, decode_floats
+from velocity.archive.safezip import CRATE_METADATA_NAME
+from velocity.artifacts import atomic_file
 from velocity.errors import InputError
+from velocity.sweepdir import SweepData, read_sweep
 
 __all__ = [
     "CRATE_CONTEXT",
-    "CRATE_METADATA_NAME",
     "ENCODING_FORMATS",
     "PROCESS_RUN_PROFILE",
     "VELOCITY_URL",
     "ArchiveResult",
     "SweepFolder",
     "archive_sweep",
+    "archived_packages",
     "build_crate_metadata",
     "default_archive_path",
     "encoding_format",
@@ -41,7 +44,6 @@ __all__ = [
     "write_deterministic_zip",
 ]
 
-CRATE_METADATA_NAME = "ro-crate-metadata.json"
 CRATE_CONTEXT = [
     "https://w3id.org/ro/crate/1.1/context",
     "https://w3id.org/ro/terms/workflow-run/context",  # defines the sha256 term
@@ -79,16 +81,38 @@ _ZIP_EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class SweepFolder:
-    """What the archiver read from a sweep folder: its manifest, runs and files."""
+    """A sweep folder to archive: the sweep as the one reader read it, and its files."""
 
-    path: Path
-    manifest: dict[str, Any]
-    runs: list[str]
-    finished_runs: list[str]
-    missing_runs: list[str]
-    summaries: dict[str, dict[str, Any]]
-    files: list[str]  # posix paths relative to ``path``, sorted
-    complete: bool
+    data: SweepData
+    files: list[str]  # posix paths relative to the folder, sorted
+
+    @property
+    def path(self) -> Path:
+        return self.data.out_dir
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.data.manifest
+
+    @property
+    def runs(self) -> list[str]:
+        return [run.name for run in self.data.runs]
+
+    @property
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        return {r.name: r.summary for r in self.data.runs if r.complete and r.summary}
+
+    @property
+    def finished_runs(self) -> list[str]:
+        return [run.name for run in self.data.runs if run.complete]
+
+    @property
+    def missing_runs(self) -> list[str]:
+        return self.data.missing
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete")) and not self.missing_runs
 
 
 @dataclass(frozen=True)
@@ -130,15 +154,6 @@ def default_archive_path(sweep_dir: str | Path) -> Path:
     return folder.with_name(folder.name + ".crate.zip")
 
 
-def _read_json_file(path: Path, what: str) -> Any:
-    try:
-        return decode_floats(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise InputError(f"{what} not found", source=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"unreadable {what} ({exc})", source=str(path)) from None
-
-
 def _list_files(root: Path) -> list[str]:
     """Every regular, non-hidden file under ``root`` (posix, sorted); a symlink is an error."""
     found = []
@@ -166,26 +181,19 @@ def _list_files(root: Path) -> list[str]:
 
 
 def read_sweep_folder(sweep_dir: str | Path) -> SweepFolder:
-    """Read a sweep folder's manifest and run summaries; InputError when it is not a sweep."""
+    """Read a sweep folder to archive: InputError when it is not a sweep, or when a run's files
+    disagree with each other (the same checks ``inspect`` makes of an archive)."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise InputError("not a folder (give a sweep output folder)", source=str(root))
-    manifest = _read_json_file(root / "manifest.json", "sweep manifest.json")
-    if not isinstance(manifest, dict) or manifest.get("schema") != SWEEP_SCHEMA:
-        raise InputError(
-            f"manifest.json is not a velocity sweep manifest (schema {SWEEP_SCHEMA!r} expected)",
-            source=str(root),
-        )
-    runs = manifest.get("runs")
-    if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs) or not runs:
-        raise InputError(
-            "manifest.json: 'runs' must be a non-empty list of run names", source=str(root)
-        )
-    from velocity.spec import RUN_NAME_PATTERN
-
-    for name in runs:
-        if not RUN_NAME_PATTERN.match(name) or name in (".", ".."):
-            raise InputError(f"manifest.json: invalid run name {name!r}", source=str(root))
+    data = read_sweep(root)
+    for run in data.runs:
+        if run.problem is not None and (run.summary is not None or run.config is not None):
+            raise InputError(
+                f"run {run.name!r} is damaged ({run.problem}); 'velocity sweep --resume' re-runs "
+                "it",
+                source=str(root),
+            )
     files = _list_files(root)
     clashes = sorted(set(files) & set(ADDED_FILES))
     if clashes:
@@ -193,29 +201,7 @@ def read_sweep_folder(sweep_dir: str | Path) -> SweepFolder:
             f"the sweep folder already holds {clashes[0]}, a file the archive writes itself",
             source=str(root),
         )
-    summaries: dict[str, dict[str, Any]] = {}
-    for name in runs:
-        path = root / name / "summary.json"
-        if path.is_file():
-            summary = _read_json_file(path, "run summary.json")
-            if not isinstance(summary, dict) or summary.get("status") not in _ACTION_STATUS:
-                raise InputError(
-                    "summary.json has no status complete|diverged|failed", source=str(path)
-                )
-            summaries[name] = summary
-    finished = [name for name in runs if name in summaries]
-    missing = [name for name in runs if name not in summaries]
-    complete = bool(manifest.get("complete")) and not missing
-    return SweepFolder(
-        path=root,
-        manifest=manifest,
-        runs=list(runs),
-        finished_runs=finished,
-        missing_runs=missing,
-        summaries=summaries,
-        files=files,
-        complete=complete,
-    )
+    return SweepFolder(data=data, files=files)
 
 
 def _published_at(sweep: SweepFolder) -> str:
@@ -233,7 +219,8 @@ def _published_at(sweep: SweepFolder) -> str:
     )
 
 
-def _packages(manifest: Mapping[str, Any]) -> dict[str, str]:
+def archived_packages(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """The installed packages a sweep's manifest records (name -> version)."""
     packages = manifest.get("packages") or {}
     if not isinstance(packages, Mapping):
         return {}
@@ -250,13 +237,8 @@ def _describe(value: Any) -> str:
 
 def velocity_version(manifest: Mapping[str, Any]) -> str:
     """The velocity version that ran the sweep, as its manifest records it."""
-    for key in ("velocity", "velocity_version", "version"):
-        value = manifest.get(key)
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, Mapping) and isinstance(value.get("version"), str):
-            return str(value["version"])
-    return "unknown"
+    value = manifest.get("velocity_version")
+    return value if isinstance(value, str) and value else "unknown"
 
 
 def _environment_lines(manifest: Mapping[str, Any]) -> list[str]:
@@ -302,7 +284,7 @@ def environment_text(manifest: Mapping[str, Any]) -> str:
         "# Environment that ran this sweep, as recorded in its manifest.json.",
         *_environment_lines(manifest),
     ]
-    packages = _packages(manifest)
+    packages = archived_packages(manifest)
     lines.append(f"# installed packages ({len(packages)}):")
     lines += [f"{name}=={version}" for name, version in sorted(packages.items(), key=_pkg_key)]
     return "\n".join(lines) + "\n"
@@ -344,8 +326,9 @@ def readme_text(sweep: SweepFolder, archive_name: str, date_published: str) -> s
         "| run | status | rounds |",
         "|---|---|---|",
     ]
+    summaries = sweep.summaries
     for name in sweep.runs:
-        summary = sweep.summaries.get(name)
+        summary = summaries.get(name)
         if summary is None:
             lines.append(f"| `{name}` | missing (no results archived) | - |")
         else:
@@ -451,10 +434,11 @@ def build_crate_metadata(
             person["affiliation"] = {"@id": org["@id"]}
     agent_id = person["@id"] if person else (org["@id"] if org else None)
 
+    summaries = sweep.summaries
     actions = [
         _run_action(
             name,
-            sweep.summaries[name],
+            summaries[name],
             [f for f in files if f.startswith(name + "/")],
             agent_id,
         )

@@ -1,0 +1,8 @@
+"""Executors: where a sweep's runs execute, behind one small interface (``base.Executor``)."""
+
+from __future__ import annotations
+
+from velocity.sweep.executors.base import Executor, RunTask, TaskResult
+from velocity.sweep.executors.local import LocalExecutor
+
+__all__ = ["Executor", "LocalExecutor", "RunTask", "TaskResult"]

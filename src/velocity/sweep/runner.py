@@ -1,0 +1,351 @@
+"""Running a sweep: validate every run, write the manifest, hand runs to an executor, write each
+run's artifacts as it finishes, then the reports; ``--resume`` finishes an interrupted sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from velocity.errors import InputError
+from velocity.records import check_target_accuracy, utc_now, utc_stamp
+from velocity.spec import RunSpec
+from velocity.sweep.environment import collect_environment
+from velocity.sweep.executors import Executor, LocalExecutor, RunTask
+from velocity.sweepdir import (
+    SWEEP_SCHEMA,
+    DiskFolder,
+    SweepData,
+    config_payload,
+    read_manifest,
+    read_sweep,
+    write_config,
+    write_manifest,
+    write_run_results,
+)
+
+if TYPE_CHECKING:
+    from velocity.store import RunStore
+
+__all__ = [
+    "RunOutcome",
+    "SweepEvent",
+    "SweepResult",
+    "default_out_dir",
+    "run_sweep",
+    "validate_sweep_request",
+]
+
+SweepEvent = dict[str, Any]
+EventCallback = Callable[[SweepEvent], None]
+
+
+@dataclass
+class RunOutcome:
+    """How one run of a sweep ended (``resumed``: finished by an earlier invocation)."""
+
+    name: str
+    fingerprint: str
+    status: str
+    error: str | None
+    final: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float | None = None
+    resumed: bool = False
+
+
+@dataclass
+class SweepResult:
+    out_dir: Path
+    specs: list[RunSpec]
+    results: dict[str, RunOutcome]
+    complete: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every run completed or diverged, 1 when any failed (or did not finish)."""
+        ok = ("complete", "diverged")
+        if not self.complete or any(r.status not in ok for r in self.results.values()):
+            return 1
+        return 0
+
+
+def default_out_dir(root: str | Path = "out", kind: str = "sweep") -> Path:
+    """``out/<UTC timestamp>-<kind>`` (a suffix keeps two in one second apart)."""
+    base = Path(root) / f"{utc_stamp()}-{kind}"
+    candidate, counter = base, 2
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{counter}")
+        counter += 1
+    return candidate
+
+
+def validate_sweep_request(
+    specs: Sequence[RunSpec], out_dir: Path, parallel: int | None, resume: bool
+) -> list[RunSpec]:
+    """Check a sweep request before anything is written (InputError naming the problem)."""
+    if not specs:
+        raise InputError("a sweep needs at least one run")
+    if parallel is not None and (isinstance(parallel, bool) or parallel < 1):
+        raise InputError(f"--parallel must be an integer >= 1, got {parallel!r}")
+    seen: set[str] = set()
+    by_fingerprint: dict[str, str] = {}
+    for spec in specs:
+        if not isinstance(spec, RunSpec):
+            raise InputError(f"sweep runs must be RunSpecs, got {type(spec).__name__}")
+        if spec.name in seen:
+            raise InputError(f"duplicate run name '{spec.name}' in the sweep")
+        seen.add(spec.name)
+        # Two names for one configuration would count one result twice (e.g. as two seeds).
+        twin = by_fingerprint.setdefault(spec.fingerprint, spec.name)
+        if twin != spec.name:
+            raise InputError(
+                f"runs '{twin}' and '{spec.name}' are the same configuration (fingerprint "
+                f"{spec.fingerprint[:12]}); a sweep runs each configuration once"
+            )
+    if resume:
+        saved = read_sweep(out_dir, with_results=False)
+        saved_ids = [(r.name, r.fingerprint) for r in saved.runs]
+        given_ids = [(s.name, s.fingerprint) for s in specs]
+        if saved_ids != given_ids:
+            raise InputError(
+                "the runs given do not match the sweep being resumed (names or configs differ)",
+                source=str(out_dir),
+            )
+    elif out_dir.exists() and (not out_dir.is_dir() or any(_user_entries(out_dir))):
+        raise InputError(
+            "output folder exists and is not empty; choose another --out or use --resume",
+            source=str(out_dir),
+        )
+    return list(specs)
+
+
+_MANIFEST_TEMP = re.compile(r"\.manifest\.json\..+\.tmp")
+
+
+def _user_entries(out_dir: Path) -> Iterator[Path]:
+    """Entries of a folder other than a manifest temp file a sweep killed at its start left."""
+    return (p for p in out_dir.iterdir() if not _MANIFEST_TEMP.fullmatch(p.name))
+
+
+def _clean_temp_files(out_dir: Path, names: Sequence[str]) -> None:
+    """Remove half-written temp files a killed sweep left behind (never a finished artifact)."""
+    for folder in [out_dir, *(out_dir / n for n in names)]:
+        if folder.is_dir():
+            for leftover in folder.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+
+
+def _outcome(summary: Mapping[str, Any], resumed: bool) -> RunOutcome:
+    return RunOutcome(
+        name=summary["name"],
+        fingerprint=summary["fingerprint"],
+        status=summary["status"],
+        error=summary.get("error"),
+        final=dict(summary.get("final") or {}),
+        wall_seconds=summary.get("wall_seconds"),
+        resumed=resumed,
+    )
+
+
+def _record_in_store(
+    store: RunStore, spec: RunSpec, source: str, summary: Mapping[str, Any], rounds: list
+) -> None:
+    from velocity.store import finish_from_summary, run_start
+
+    run_id = store.start_run(run_start(spec, source, summary["started_at"]))
+    finish_from_summary(store, run_id, summary, rounds)
+
+
+def _reconcile_store(store: RunStore, source: str, data: SweepData) -> None:
+    """After a crash, a run may be finished on disk but not (finished) in the store."""
+    stored = {r.name: r for r in store.list_runs(source=source)}
+    for run in data.runs:
+        if not run.complete or run.spec is None or run.summary is None or run.rounds is None:
+            continue
+        record = stored.get(run.name)
+        if record is None or record.status == "running":
+            _record_in_store(store, run.spec, source, run.summary, run.rounds)
+
+
+def _new_manifest(specs: Sequence[RunSpec], command: list[str], workers: int) -> dict[str, Any]:
+    return {
+        "schema": SWEEP_SCHEMA,
+        "command": command,
+        "started_at": utc_now(),
+        "finished_at": None,
+        "complete": False,
+        "runs": [s.name for s in specs],
+        "configs": {s.name: config_payload(s) for s in specs},
+        "parallel": workers,
+        "resumes": [],
+        **collect_environment(),
+    }
+
+
+def run_sweep(
+    specs: list[RunSpec],
+    out_dir: Path,
+    *,
+    parallel: int | None = None,
+    command: list[str] | None = None,
+    resume: bool = False,
+    store: RunStore | None = None,
+    on_event: EventCallback | None = None,
+    target_accuracy: float = 0.9,
+    executor: Executor | None = None,
+) -> SweepResult:
+    """Run every spec (whole runs, one per worker) and write the sweep directory ``out_dir``.
+
+    Bad input raises InputError before anything is written. ``resume=True`` finishes the sweep
+    in ``out_dir``: runs whose results are finished and consistent are kept, all others are run
+    again. ``executor`` defaults to a local process pool of ``parallel`` workers.
+    """
+    from velocity.report import write_reports
+
+    out_dir = Path(out_dir)
+    specs = validate_sweep_request(specs, out_dir, parallel, resume)
+    check_target_accuracy(target_accuracy, "target accuracy")
+    workers = executor.workers if executor is not None else parallel or os.cpu_count() or 1
+    emit = on_event or (lambda event: None)
+    command = list(command) if command is not None else list(sys.argv)
+    source = str(out_dir.resolve())
+
+    # The manifest (run list and every config) is written first and the configs after it, so a
+    # sweep killed at any point leaves either an empty folder or one that --resume finishes.
+    if resume:
+        manifest = read_manifest(DiskFolder(out_dir))
+        manifest["complete"] = False
+        manifest["finished_at"] = None
+        manifest.setdefault("resumes", []).append({"command": command, "started_at": utc_now()})
+        _clean_temp_files(out_dir, [s.name for s in specs])
+    else:
+        manifest = _new_manifest(specs, command, workers)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _clean_temp_files(out_dir, [])
+    write_manifest(out_dir, manifest)
+    for spec in specs:
+        if not (out_dir / spec.name / "config.json").exists():
+            write_config(out_dir, spec)
+
+    results: dict[str, RunOutcome] = {}
+    warnings: list[str] = []
+    todo: list[RunSpec] = []
+    existing = read_sweep(out_dir) if resume else None
+    for spec in specs:
+        run = existing.run(spec.name) if existing is not None else None
+        if run is not None and run.complete and run.summary is not None:
+            results[spec.name] = _outcome(run.summary, resumed=True)
+        else:
+            todo.append(spec)
+    if store is not None and existing is not None:
+        _reconcile_store(store, source, existing)
+
+    total, failed = len(specs), sum(r.status == "failed" for r in results.values())
+    pool_size = min(workers, len(todo))
+    emit(
+        {
+            "event": "start",
+            "total": total,
+            "done": len(results),
+            "todo": len(todo),
+            "failed": failed,
+            "running": 0,
+            "workers": max(pool_size, 1),
+        }
+    )
+    pool: Executor | None = executor
+    if pool is None and todo:
+        pool = LocalExecutor(pool_size)
+    owned = executor is None
+    try:
+        if pool is not None and todo:
+            failed += _run_tasks(pool, todo, out_dir, store, source, results, warnings, emit, total)
+        data = read_sweep(out_dir)
+        all_finished = all(run.complete for run in data.runs)
+        # With several warm workers the plots render in parallel too: the report is the sweep's
+        # one serial step otherwise. The bytes do not depend on which process drew them.
+        write_reports(data, target_accuracy=target_accuracy, map_fn=pool.map if pool else map)
+    except BaseException:
+        if pool is not None and owned:
+            pool.close(cancel=True)
+        raise
+    if pool is not None and owned:
+        pool.close()
+    manifest["finished_at"] = utc_now()
+    manifest["complete"] = all_finished
+    write_manifest(out_dir, manifest)
+    ordered = {s.name: results[s.name] for s in specs if s.name in results}
+    for spec in specs:
+        if spec.name not in ordered:
+            ordered[spec.name] = RunOutcome(spec.name, spec.fingerprint, "failed", "did not finish")
+    emit({"event": "end", "total": total, "done": len(results), "failed": failed, "running": 0})
+    return SweepResult(out_dir, specs, ordered, all_finished, warnings)
+
+
+def _run_tasks(
+    executor: Executor,
+    todo: Sequence[RunSpec],
+    out_dir: Path,
+    store: RunStore | None,
+    source: str,
+    results: dict[str, RunOutcome],
+    warnings: list[str],
+    emit: EventCallback,
+    total: int,
+) -> int:
+    """Run ``todo`` on ``executor``, writing each run's artifacts as it finishes; returns how
+    many runs failed."""
+    failed = 0
+    by_name = {spec.name: spec for spec in todo}
+    for spec in todo:
+        executor.submit(RunTask(spec.name, spec.canonical()))
+    while executor.pending:
+        done = executor.wait(timeout=0.5)
+        for task in done:
+            spec = by_name[task.name]
+            if task.payload is None:
+                # No records (the worker died): no summary is written, so --resume redoes it.
+                outcome = RunOutcome(spec.name, spec.fingerprint, "failed", task.error)
+            else:
+                summary, rounds = task.payload["summary"], task.payload["rounds"]
+                write_run_results(out_dir, spec.name, rounds, summary)
+                outcome = _outcome(summary, resumed=False)
+                if store is not None:
+                    try:
+                        _record_in_store(store, spec, source, summary, rounds)
+                    except Exception as exc:  # the store records a run, never a reason to lose it
+                        warnings.append(
+                            f"{spec.name}: not recorded in the run store "
+                            f"({type(exc).__name__}: {exc})"
+                        )
+            results[spec.name] = outcome
+            failed += outcome.status == "failed"
+            emit(
+                {
+                    "event": "run",
+                    "name": spec.name,
+                    "status": outcome.status,
+                    "error": outcome.error,
+                    "total": total,
+                    "done": len(results),
+                    "failed": failed,
+                    "running": executor.running,
+                }
+            )
+        if not done:
+            emit(
+                {
+                    "event": "tick",
+                    "total": total,
+                    "done": len(results),
+                    "failed": failed,
+                    "running": executor.running,
+                }
+            )
+    return failed

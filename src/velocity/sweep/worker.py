@@ -1,0 +1,41 @@
+"""What an executor runs for one run: a spec (canonical JSON data) in, its records out.
+
+Workers never write files or the run store: the sweep's driver writes every artifact, so a
+worker that dies, is cancelled or runs on another machine leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from velocity.records import utc_now
+from velocity.sweep.environment import BLAS_THREAD_ENV
+
+__all__ = ["execute_run", "init_worker"]
+
+
+def init_worker() -> None:
+    """Pin BLAS to one thread (the spawn environment already does; this is for Ray and alike)."""
+    os.environ.update(BLAS_THREAD_ENV)
+
+
+def execute_run(spec_data: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one spec to the end: ``{"summary": summary.json content, "rounds": [...]}``.
+
+    A run that cannot start on its data, or fails, is a recorded ``failed`` result.
+    """
+    from velocity.simulation import RunResult, run_simulation
+    from velocity.spec import RunSpec
+
+    spec = RunSpec.model_validate(dict(spec_data))
+    started_at, t_start = utc_now(), time.perf_counter()
+    try:
+        result = run_simulation(spec)
+    except Exception as exc:  # bad data for this spec (InputError) or a crash before round 1
+        result = RunResult.failed(
+            spec, f"{type(exc).__name__}: {exc}", started_at, time.perf_counter() - t_start
+        )
+    return {"summary": result.summary(), "rounds": result.rounds}

@@ -1,0 +1,531 @@
+"""The sweep folder format, read and written in this one place.
+
+A sweep folder holds ``manifest.json`` (the run list and every run's config, written first) and
+per run ``config.json``, ``rounds.csv`` and ``summary.json`` (written last). The reader works on a
+folder on disk or on an archive's files in memory, and checks each finished run the same way for
+``--resume``, ``velocity archive``, ``inspect`` and ``reproduce``: a run whose files disagree with
+each other carries a ``problem`` and its results are never trusted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from velocity.artifacts import (
+    decode_floats,
+    format_csv_value,
+    parse_csv_value,
+    rounds_csv_text,
+    write_json_atomic,
+    write_text_atomic,
+)
+from velocity.errors import InputError
+from velocity.records import (
+    SUMMARY_SCHEMA,
+    is_timing,
+    rounds_columns,
+    run_name_problem,
+    summarize_rounds,
+)
+from velocity.spec import RunSpec
+
+__all__ = [
+    "CONFIG_SCHEMA",
+    "RESULT_STATUSES",
+    "SWEEP_SCHEMA",
+    "DiskFolder",
+    "FileSource",
+    "MemoryFolder",
+    "SweepData",
+    "SweepRun",
+    "as_in_csv",
+    "config_payload",
+    "final_problem",
+    "fingerprint_of",
+    "first_disagreement",
+    "read_manifest",
+    "read_run",
+    "read_sweep",
+    "sweep_specs",
+    "values_match",
+    "write_config",
+    "write_manifest",
+    "write_run_results",
+]
+
+SWEEP_SCHEMA = "velocity.sweep/1"
+CONFIG_SCHEMA = "velocity.run-config/1"
+RESULT_STATUSES = ("complete", "diverged", "failed")
+ABSENT = "<absent>"
+
+
+# ----------------------------------------------------------------------------- where files live
+
+
+class FileSource(Protocol):
+    """Read access to a sweep's files by posix path relative to the sweep folder."""
+
+    @property
+    def label(self) -> str:
+        """Where the files are, for messages."""
+
+    def read(self, name: str) -> bytes | None:
+        """The file's bytes, None when there is no file of that name (raises OSError only for a
+        file that exists but cannot be read)."""
+
+
+@dataclass(frozen=True)
+class DiskFolder:
+    """A sweep folder on disk."""
+
+    root: Path
+
+    @property
+    def label(self) -> str:
+        return str(self.root)
+
+    def read(self, name: str) -> bytes | None:
+        path = self.root / name
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except IsADirectoryError:
+            raise OSError(f"{path} is a folder where a file belongs") from None
+
+
+@dataclass(frozen=True)
+class MemoryFolder:
+    """A sweep's files held in memory (an archive read by ``velocity.archive``)."""
+
+    files: Mapping[str, bytes]
+    label: str
+
+    def read(self, name: str) -> bytes | None:
+        return self.files.get(name)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _json(data: bytes, what: str, *, floats: bool = True) -> Any:
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{what}: not valid JSON ({exc})") from None
+    return decode_floats(value) if floats else value
+
+
+def _rounds(data: bytes, what: str) -> tuple[list[str], list[dict[str, Any]]]:
+    try:
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+        columns = list(reader.fieldnames or [])
+        rows = [{k: parse_csv_value(v or "") for k, v in row.items()} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{what}: not a readable CSV ({exc})") from None
+    if "round" not in columns or any(None in row for row in rows):
+        raise ValueError(f"{what}: malformed rounds table (needs a 'round' column)")
+    return columns, rows
+
+
+def fingerprint_of(spec_data: Mapping[str, Any]) -> str:
+    """RunSpec.fingerprint computed on a recorded spec dict itself (independent of this
+    version's reading of it)."""
+    import hashlib
+
+    data = {k: v for k, v in spec_data.items() if k != "name"}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- comparing values
+
+
+def values_match(archived: Any, reproduced: Any, *, exact: bool, tolerance: float) -> bool:
+    """Whether two recorded values agree: integers and text exactly; floats bitwise with
+    ``exact`` (so 0.0 != -0.0), else ``math.isclose(rel_tol=tolerance)``; NaN only matches NaN."""
+    import struct
+
+    if archived is None or reproduced is None:
+        return archived is None and reproduced is None
+    numeric = (int, float)
+    if (
+        isinstance(archived, bool)
+        or isinstance(reproduced, bool)
+        or not (isinstance(archived, numeric) and isinstance(reproduced, numeric))
+    ):
+        return type(archived) is type(reproduced) and bool(archived == reproduced)
+    if isinstance(archived, int) and isinstance(reproduced, int):
+        return archived == reproduced
+    a, b = float(archived), float(reproduced)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if exact:
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    return math.isclose(a, b, rel_tol=tolerance, abs_tol=0.0)
+
+
+def as_in_csv(value: Any) -> Any:
+    """A JSON-recorded value as rounds.csv records it (CSV cannot tell "2" from 2)."""
+    return parse_csv_value(format_csv_value(value))
+
+
+def _element_label(item: Any, index: int) -> str:
+    if isinstance(item, Mapping):
+        for key in ("name", "label"):
+            if isinstance(item.get(key), str):
+                return repr(item[key])
+    return str(index)
+
+
+def first_disagreement(
+    recorded: Any, derived: Any, where: str = "", *, skip: frozenset[str] = frozenset()
+) -> tuple[str, Any, Any] | None:
+    """Where a recorded document first differs from the one re-derived from rounds.csv:
+    ``(field path, recorded, derived)``; timings and the keys in ``skip`` never count."""
+    if isinstance(recorded, Mapping) and isinstance(derived, Mapping):
+        for key in dict.fromkeys([*derived, *recorded]):
+            if is_timing(str(key)) or key in skip:
+                continue
+            path = f"{where}.{key}" if where else str(key)
+            if key not in recorded or key not in derived:
+                return path, recorded.get(key, ABSENT), derived.get(key, ABSENT)
+            found = first_disagreement(recorded[key], derived[key], path, skip=skip)
+            if found is not None:
+                return found
+        return None
+    if isinstance(recorded, list) and isinstance(derived, list):
+        if len(recorded) != len(derived):
+            return f"{where} (number of entries)", len(recorded), len(derived)
+        for index, (old, new) in enumerate(zip(recorded, derived, strict=True)):
+            found = first_disagreement(
+                old, new, f"{where}[{_element_label(new, index)}]", skip=skip
+            )
+            if found is not None:
+                return found
+        return None
+    if isinstance(recorded, Mapping | list) or isinstance(derived, Mapping | list):
+        return where, recorded, derived
+    if not values_match(recorded, derived, exact=True, tolerance=0.0):
+        return where, recorded, derived
+    return None
+
+
+def final_problem(
+    final: Any, rounds: Sequence[Mapping[str, Any]], label: str, rounds_name: str
+) -> str | None:
+    """Why a recorded ``final`` block is not the rounds' own final record (None if it is)."""
+    if not isinstance(final, Mapping) or not final:
+        if rounds and isinstance(final, Mapping):
+            return f"{label} has no final metrics but {rounds_name} has rounds"
+        if not isinstance(final, Mapping):
+            return f"{label}: final must be a table of metrics, got {final!r}"
+        return None
+    by_round = {r.get("round"): r for r in rounds}
+    record = by_round.get(final.get("round"))
+    if record is None:
+        return f"{label}: final round {final.get('round')!r} is not in {rounds_name}"
+    for metric, value in final.items():
+        if is_timing(metric):
+            continue
+        if not values_match(as_in_csv(value), record.get(metric), exact=True, tolerance=0.0):
+            return (
+                f"{label}: final {metric} {value!r} differs from {rounds_name} "
+                f"({record.get(metric)!r})"
+            )
+    return None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class SweepRun:
+    """One run of a sweep as read back: its config and, when finished and consistent, results.
+
+    ``problem`` says why the run's results (or config) cannot be trusted; such a run counts as
+    unfinished (``complete`` is false) and its ``summary``/``rounds`` are what the files held.
+    """
+
+    name: str
+    spec: RunSpec | None
+    config: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    rounds: list[dict[str, Any]] | None
+    columns: list[str] = field(default_factory=list)
+    spec_data: dict[str, Any] | None = None
+    fingerprint: str | None = None
+    problem: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Finished with results that agree with each other and with the config."""
+        return self.summary is not None and self.problem is None
+
+    @property
+    def status(self) -> str | None:
+        return self.summary.get("status") if self.complete and self.summary else None
+
+    @property
+    def error(self) -> str | None:
+        return self.summary.get("error") if self.complete and self.summary else None
+
+
+@dataclass
+class SweepData:
+    """A sweep as read back: its folder (or archive), manifest and runs in manifest order."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    runs: list[SweepRun]
+
+    def run(self, name: str) -> SweepRun:
+        for run in self.runs:
+            if run.name == name:
+                return run
+        raise KeyError(name)
+
+    @property
+    def missing(self) -> list[str]:
+        """Runs without trustworthy results."""
+        return [run.name for run in self.runs if not run.complete]
+
+
+def read_manifest(source: FileSource) -> dict[str, Any]:
+    """The sweep's manifest, checked (schema, a non-empty list of distinct, safe run names)."""
+    try:
+        data = source.read("manifest.json")
+    except OSError as exc:
+        raise InputError(f"unreadable manifest.json ({exc})", source=source.label) from None
+    if data is None:
+        raise InputError("not a sweep folder (no manifest.json)", source=source.label)
+    try:
+        manifest = _json(data, "manifest.json")
+    except ValueError as exc:
+        raise InputError(str(exc), source=source.label) from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SWEEP_SCHEMA:
+        raise InputError(f"manifest.json is not a {SWEEP_SCHEMA} manifest", source=source.label)
+    names = manifest.get("runs")
+    if not isinstance(names, list) or not names:
+        raise InputError(
+            "manifest.json: 'runs' must be a non-empty list of run names", source=source.label
+        )
+    seen: set[str] = set()
+    for name in names:
+        problem = run_name_problem(name)
+        if problem is not None:
+            raise InputError(f"manifest.json: {problem}", source=source.label)
+        if name.casefold() in seen:
+            raise InputError(f"manifest.json: run name {name!r} appears twice", source=source.label)
+        seen.add(name.casefold())
+    configs = manifest.get("configs")
+    if configs is not None and not isinstance(configs, dict):
+        raise InputError("manifest.json: 'configs' must be a table", source=source.label)
+    return manifest
+
+
+def _read_config(
+    source: FileSource, name: str, saved: Any
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's config document, and the problem with it (None when it is consistent)."""
+    config_name = f"{name}/config.json"
+    problem: str | None = None
+    try:
+        data = source.read(config_name)
+        config = _json(data, config_name, floats=False) if data is not None else None
+    except (OSError, ValueError) as exc:
+        config, problem = None, str(exc)
+    if config is None and isinstance(saved, dict):
+        # Killed after the manifest but before this config: the manifest has it.
+        return saved, problem
+    if config is None:
+        return None, problem
+    if not isinstance(config, dict) or config.get("schema") != CONFIG_SCHEMA:
+        return None, f"{config_name}: not a {CONFIG_SCHEMA} document"
+    if isinstance(saved, dict) and config != saved:
+        return saved, f"{config_name} differs from the config manifest.json recorded (edited?)"
+    return config, None
+
+
+def _check_config(name: str, config: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    where = f"{name}/config.json"
+    spec_data = config.get("spec")
+    if not isinstance(spec_data, dict) or config.get("name") != name:
+        raise ValueError(f"{where} does not describe run {name!r}")
+    if spec_data.get("name") != name:
+        raise ValueError(f"{where}: its spec is named {spec_data.get('name')!r}, not {name!r}")
+    fingerprint = fingerprint_of(spec_data)
+    if config.get("fingerprint") != fingerprint:
+        raise ValueError(f"{where}: the fingerprint does not match the spec (spec edited?)")
+    return spec_data, fingerprint
+
+
+def _results_problem(
+    name: str,
+    summary: Any,
+    rounds: list[dict[str, Any]],
+    fingerprint: str,
+    *,
+    skip: frozenset[str],
+) -> str | None:
+    """Why a run's summary.json and rounds.csv do not describe one finished run of its config."""
+    summary_name, rounds_name = f"{name}/summary.json", f"{name}/rounds.csv"
+    if not isinstance(summary, dict) or summary.get("schema") != SUMMARY_SCHEMA:
+        return f"{summary_name}: not a {SUMMARY_SCHEMA} document"
+    status = summary.get("status")
+    if status not in RESULT_STATUSES:
+        return f"{summary_name}: status must be one of {', '.join(RESULT_STATUSES)}, got {status!r}"
+    if summary.get("name") != name or summary.get("fingerprint") != fingerprint:
+        return (
+            f"{summary_name} names another run or configuration "
+            "(name or fingerprint differs from config.json)"
+        )
+    completed = summary.get("rounds_completed")
+    if completed != len(rounds):
+        return f"{summary_name} says {completed!r} rounds, {rounds_name} holds {len(rounds)}"
+    problem = final_problem(summary.get("final"), rounds, summary_name, rounds_name)
+    if problem is not None:
+        return problem
+    best, totals = summarize_rounds(rounds)
+    for key, derived in (("best", best), ("totals", totals)):
+        found = first_disagreement(summary.get(key, ABSENT), derived, key, skip=skip)
+        if found is not None:
+            path, old, new = found
+            return f"{summary_name}: {path} is {old!r} but {rounds_name} gives {new!r}"
+    return None
+
+
+def read_run(
+    source: FileSource,
+    name: str,
+    saved_config: Any = None,
+    *,
+    with_results: bool = True,
+    skip: frozenset[str] = frozenset(),
+) -> SweepRun:
+    """One run of a sweep: its config and, with ``with_results``, its results.
+
+    ``saved_config`` is the manifest's copy of the config, which the run's own must equal (the
+    manifest's copy wins). A config that exists but is invalid is an InputError; no config at
+    all (``spec`` None), or results that disagree with each other or belong to another config,
+    set ``problem``.
+    """
+    config, config_problem = _read_config(source, name, saved_config)
+    if config is None:
+        return SweepRun(
+            name, None, None, None, None, problem=config_problem or f"{name}/config.json missing"
+        )
+    try:
+        spec_data, fingerprint = _check_config(name, config)
+        spec = RunSpec.model_validate(spec_data)
+    except ValueError as exc:
+        raise InputError(str(exc), source=source.label) from None
+    except ValidationError as exc:
+        from velocity.spec import format_validation_error
+
+        raise InputError(
+            f"invalid spec: {format_validation_error(exc, f'{name}/config.json')}",
+            source=source.label,
+        ) from None
+    run = SweepRun(
+        name=name,
+        spec=spec,
+        config=config,
+        summary=None,
+        rounds=None,
+        spec_data=spec_data,
+        fingerprint=fingerprint,
+        problem=config_problem,
+    )
+    summary_name, rounds_name = f"{name}/summary.json", f"{name}/rounds.csv"
+    try:
+        summary_bytes = source.read(summary_name)
+    except OSError as exc:
+        run.summary, run.problem = {}, str(exc)
+        return run
+    if summary_bytes is None or not with_results:
+        if summary_bytes is not None:
+            run.summary = {}
+        return run
+    try:
+        summary = _json(summary_bytes, summary_name)
+        rounds_bytes = source.read(rounds_name)
+        if rounds_bytes is None:
+            raise ValueError(f"{name!r} has a summary but no {rounds_name}")
+        run.columns, rounds = _rounds(rounds_bytes, rounds_name)
+    except (OSError, ValueError) as exc:
+        run.summary, run.problem = {}, str(exc)
+        return run
+    run.summary = summary if isinstance(summary, dict) else {}
+    run.rounds = rounds
+    run.problem = run.problem or _results_problem(name, summary, rounds, fingerprint, skip=skip)
+    return run
+
+
+def read_sweep(
+    folder: str | Path | FileSource,
+    *,
+    with_results: bool = True,
+    skip: frozenset[str] = frozenset(),
+) -> SweepData:
+    """Read a sweep (a folder path, or any :class:`FileSource`): manifest, every run's config
+    and, with ``with_results``, its checked results. ``skip`` names summary keys another
+    velocity version may record differently (archives only)."""
+    source: FileSource = DiskFolder(Path(folder)) if isinstance(folder, str | Path) else folder
+    manifest = read_manifest(source)
+    configs = manifest.get("configs") or {}
+    runs = [
+        read_run(source, name, configs.get(name), with_results=with_results, skip=skip)
+        for name in manifest["runs"]
+    ]
+    out_dir = source.root if isinstance(source, DiskFolder) else Path(source.label)
+    return SweepData(out_dir=out_dir, manifest=manifest, runs=runs)
+
+
+def sweep_specs(out_dir: str | Path) -> list[RunSpec]:
+    """The RunSpecs a sweep folder was started with (for ``--resume``), in order."""
+    specs = []
+    for run in read_sweep(out_dir, with_results=False).runs:
+        if run.spec is None:
+            raise InputError(f"cannot resume: {run.problem}", source=str(out_dir))
+        specs.append(run.spec)
+    return specs
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def config_payload(spec: RunSpec) -> dict[str, Any]:
+    """The content of a run's config.json (also kept in the manifest's ``configs``)."""
+    return {
+        "schema": CONFIG_SCHEMA,
+        "name": spec.name,
+        "fingerprint": spec.fingerprint,
+        "spec": spec.canonical(),
+    }
+
+
+def write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
+    write_json_atomic(out_dir / "manifest.json", manifest)
+
+
+def write_config(out_dir: Path, spec: RunSpec) -> None:
+    write_json_atomic(out_dir / spec.name / "config.json", config_payload(spec))
+
+
+def write_run_results(
+    out_dir: Path, name: str, rounds: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
+) -> None:
+    """rounds.csv, then summary.json: a run is finished once its summary exists."""
+    folder = out_dir / name
+    write_text_atomic(folder / "rounds.csv", rounds_csv_text(rounds, rounds_columns(rounds)))
+    write_json_atomic(folder / "summary.json", summary)
