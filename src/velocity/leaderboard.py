@@ -1,7 +1,8 @@
 """Leaderboard: stored runs grouped by configuration across seeds, ranked with honest statistics.
 
-Each group gets mean, std and a 95% Student-t confidence interval; Welch's t-test says whether
-its difference from the best group is statistically significant. No scipy needed.
+Each group gets mean, std and a 95% Student-t confidence interval; Welch's t-test (scipy) says
+whether its difference from the best group is significant, with Holm's step-down correction for
+comparing several groups with the best at once.
 """
 
 from __future__ import annotations
@@ -17,92 +18,22 @@ from velocity.report import attack_label, baseline_fingerprint, group_label, str
 from velocity.store import RunRecord
 
 __all__ = [
+    "CORRECTION",
     "LEADERBOARD_METRICS",
     "Leaderboard",
     "LeaderboardRow",
     "build_leaderboard",
     "check_metric",
+    "holm_adjust",
     "mean_confidence_interval",
-    "regularized_incomplete_beta",
-    "student_t_cdf",
-    "student_t_ppf",
     "welch_t_test",
 ]
 
+CORRECTION = "Holm"
+"""The multiple-comparison correction applied to the p-values against the best group."""
+
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function, evaluated with modified Lentz."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        numerator = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + numerator * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + numerator / c
-        c = c if abs(c) > tiny else tiny
-        result *= d * c
-        numerator = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + numerator * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + numerator / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        result *= delta
-        if abs(delta - 1.0) < eps:
-            return result
-    raise ArithmeticError(f"incomplete beta did not converge for a={a}, b={b}, x={x}")
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
-    if not (a > 0 and b > 0) or not 0.0 <= x <= 1.0:
-        raise ValueError(f"need a, b > 0 and 0 <= x <= 1, got a={a}, b={b}, x={x}")
-    if x in (0.0, 1.0):
-        return x
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    # The fraction converges fast only below the mean; use the symmetry I_x(a,b) = 1 - I_1-x(b,a).
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom."""
-    if df <= 0:
-        raise ValueError(f"degrees of freedom must be > 0, got {df}")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def student_t_ppf(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t (bisection on the CDF; exact to ~1e-12)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p must be in (0, 1), got {p}")
-    if p < 0.5:
-        return -student_t_ppf(1.0 - p, df)
-    low, high = 0.0, 1.0
-    while student_t_cdf(high, df) < p:
-        low, high = high, high * 2.0
-    for _ in range(200):
-        middle = 0.5 * (low + high)
-        if student_t_cdf(middle, df) < p:
-            low = middle
-        else:
-            high = middle
-        if high - low <= 1e-13 * max(1.0, high):
-            break
-    return 0.5 * (low + high)
 
 
 def mean_confidence_interval(
@@ -115,8 +46,10 @@ def mean_confidence_interval(
     mean = math.fsum(values) / n
     if n < 2:
         return mean, None, None, None
+    from scipy import stats  # imported here: scipy costs start-up time every command would pay
+
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = student_t_ppf(0.5 + level / 2.0, n - 1) * std / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * std / math.sqrt(n)
     return mean, std, mean - half, mean + half
 
 
@@ -124,16 +57,25 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided p-value of Welch's unequal-variance t-test (None with fewer than 2 values)."""
     if len(a) < 2 or len(b) < 2:
         return None
-    mean_a, std_a, _, _ = mean_confidence_interval(a)
-    mean_b, std_b, _, _ = mean_confidence_interval(b)
-    assert std_a is not None and std_b is not None
-    var_a, var_b = std_a**2 / len(a), std_b**2 / len(b)
-    if var_a + var_b == 0.0:
+    if max(a) == min(a) and max(b) == min(b):
         # No spread at all (deterministic runs): any difference is certain, none is none.
-        return 1.0 if mean_a == mean_b else 0.0
-    t = (mean_a - mean_b) / math.sqrt(var_a + var_b)
-    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
-    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+        return 1.0 if a[0] == b[0] else 0.0
+    from scipy import stats
+
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (None stays None): the i-th smallest of m p-values is
+    multiplied by m - i + 1, then made non-decreasing and capped at 1."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(order)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[index] = running
+    return adjusted
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -219,6 +161,7 @@ class LeaderboardRow:
     ci_low: float | None
     ci_high: float | None
     p_value: float | None = None
+    p_adjusted: float | None = None
     significant: bool | None = None
     best: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -243,6 +186,7 @@ class Leaderboard:
             "unit": self.unit,
             "target": self.target,
             "alpha": self.alpha,
+            "correction": CORRECTION,
             "description": LEADERBOARD_METRICS[self.metric].describe,
             "rows": [row.to_dict() for row in self.rows],
         }
@@ -397,10 +341,14 @@ def _rank(rows: list[LeaderboardRow], metric: str, higher: bool) -> list[Leaderb
 
 
 def _mark_significance(rows: Sequence[LeaderboardRow], alpha: float) -> None:
+    """Welch's test of every row against the best, Holm-adjusted over all those comparisons."""
     if not rows or rows[0].mean is None:
         return
     best = rows[0]
     best.best = True
-    for row in rows[1:]:
+    others = rows[1:]
+    for row in others:
         row.p_value = welch_t_test(best.values, row.values)
-        row.significant = None if row.p_value is None else row.p_value < alpha
+    for row, adjusted in zip(others, holm_adjust([r.p_value for r in others]), strict=True):
+        row.p_adjusted = adjusted
+        row.significant = None if adjusted is None else adjusted < alpha

@@ -235,7 +235,7 @@ def reproduce_archive(
             f"--runs: no run {unknown[0]!r} in the archive; it holds: {', '.join(sweep.order)}"
         )
 
-    from velocity import __version__
+    from velocity._version import __version__
 
     drift = environment_drift(
         archived_packages(sweep.manifest),

@@ -258,7 +258,7 @@ def _check_comparison(crate: CrateContents, data: SweepData, comparison: Any) ->
 def load_archived_sweep(crate: CrateContents) -> ArchivedSweep:
     """The sweep inside a verified crate, cross-checked: config, rounds.csv, summary.json,
     comparison.json and the crate's CreateActions must agree (ArchiveError 'inconsistent')."""
-    from velocity import __version__
+    from velocity._version import __version__
 
     source = MemoryFolder(crate.files, str(crate.path))
     try:

@@ -18,7 +18,7 @@ def version_command(json_output: bool = JSON_OPTION) -> None:
     """Print velocity's version (and Python's and NumPy's)."""
     import numpy as np
 
-    from velocity import __version__
+    from velocity._version import __version__
 
     info = {"velocity": __version__, "python": platform.python_version(), "numpy": np.__version__}
     if json_output:

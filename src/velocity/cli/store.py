@@ -176,6 +176,8 @@ def show_command(
 def _print_leaderboard(board: Leaderboard) -> None:
     from rich.table import Table
 
+    from velocity.leaderboard import CORRECTION
+
     arrow = "higher is better" if board.higher_is_better else "lower is better"
     unit = f" ({board.unit})" if board.unit else ""
     table = Table(title=f"leaderboard: {board.metric}{unit}, {arrow}")
@@ -200,10 +202,10 @@ def _print_leaderboard(board: Leaderboard) -> None:
     for row in board.rows:
         if row.best:
             verdict = "best"
-        elif row.p_value is None:
+        elif row.p_adjusted is None:
             verdict = "n/a (needs 2+ seeds)"
         else:
-            verdict = f"{'worse' if row.significant else 'tie'} (p={row.p_value:.3g})"
+            verdict = f"{'worse' if row.significant else 'tie'} (p={row.p_adjusted:.3g})"
         interval = "-" if row.ci_low is None else f"[{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]"
         cells = [
             str(row.rank),
@@ -224,8 +226,9 @@ def _print_leaderboard(board: Leaderboard) -> None:
         table.add_row(*cells)
     out_console.print(table)
     out_console.print(
-        f"'worse': Welch's t-test against the best, p < {board.alpha:g}; "
-        "'tie': no significant difference.",
+        f"'worse': Welch's t-test against the best, p < {board.alpha:g} after {CORRECTION}'s "
+        f"correction for {max(len(board.rows) - 1, 0)} comparisons; 'tie': no significant "
+        "difference.",
         highlight=False,
     )
 

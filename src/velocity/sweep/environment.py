@@ -109,7 +109,7 @@ def collect_environment(cwd: Path | None = None) -> dict[str, Any]:
     import numpy as np
     from threadpoolctl import threadpool_info
 
-    from velocity import __version__
+    from velocity._version import __version__
 
     try:
         numpy_config = np.show_config(mode="dicts")
