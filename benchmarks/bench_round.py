@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from velocity.models import LocalConfig, train_clients, train_clients_naive
 from velocity.seeds import child_rng
-from velocity.simulation import prepare_run
+from velocity.simulation import validate_run
 from velocity.spec import spec_from_mapping
 
 REPEATS = 7
@@ -42,7 +42,7 @@ def bench(partition: str, hidden: int, epochs: int) -> tuple[float, float]:
             "local_epochs": epochs,
         }
     )
-    setup = prepare_run(spec)
+    setup = validate_run(spec)
     cfg = LocalConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum)
     rngs = lambda: [child_rng(0, "shuffle", 1, k) for k in range(100)]  # noqa: E731
     args = (

@@ -23,7 +23,7 @@ from typing import Any
 
 from velocity.experiment import expand_experiment
 from velocity.simulation import TIMING_METRICS
-from velocity.sweep import _cpu_model, run_sweep
+from velocity.sweeps import _cpu_model, run_sweep
 
 
 def _metrics_text(path: Path) -> str:

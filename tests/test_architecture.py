@@ -24,8 +24,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("simulation",),
     ("sweepdir", "store"),
     ("report",),
-    ("sweep", "leaderboard"),
-    ("archive",),
+    ("sweeps", "leaderboards"),
+    ("archives",),
     ("api",),
     ("cli", "mcp", "__main__", "__init__"),
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from velocity.archive import (
+from velocity.archives import (
     ArchiveLimits,
     compare_rounds,
     compare_run,
@@ -21,7 +21,7 @@ from velocity.archive import (
     read_crate,
     verify_crate,
 )
-from velocity.archive.crate import iso_utc, write_deterministic_zip
+from velocity.archives.crate import iso_utc, write_deterministic_zip
 from velocity.cli import main
 from velocity.cli.archive import parse_run_names
 from velocity.errors import ArchiveError, InputError

@@ -13,7 +13,7 @@ import pytest
 
 from velocity.attacks import ATTACKS
 from velocity.attacks.data_poisoning import backdoor_success
-from velocity.simulation import RunResult, prepare_run, run_simulation
+from velocity.simulation import RunResult, run_simulation, validate_run
 from velocity.spec import spec_from_mapping
 
 SETUP = {
@@ -62,7 +62,7 @@ def test_backdoor_with_model_replacement_on_fedavg() -> None:
     assert unboosted["attack_success_rate"] < final["attack_success_rate"] - 0.1
     # A clean model does not map the trigger to the target on its own.
     clean = _run(strategy="fedavg")
-    setup = prepare_run(clean.spec)
+    setup = validate_run(clean.spec)
     params = ATTACKS.resolve("backdoor")[1]
 
     def predict(inputs: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from velocity.attacks.model_poisoning import alie_default_z
 from velocity.errors import InputError, SpecError
 from velocity.records import TIMING_METRICS, rounds_columns
 from velocity.seeds import child_rng
-from velocity.simulation import build_threat_model, prepare_run, run_simulation
+from velocity.simulation import build_threat_model, run_simulation, validate_run
 from velocity.spec import spec_from_mapping
 
 BASE = {"dataset": "digits", "num_clients": 10, "rounds": 3, "byzantine": 0.3}
@@ -22,8 +22,8 @@ BASE = {"dataset": "digits", "num_clients": 10, "rounds": 3, "byzantine": 0.3}
 
 def _threat(**fields: object) -> tuple:
     spec = spec_from_mapping({**BASE, **fields})
-    setup = prepare_run(spec)
-    return spec, setup, build_threat_model(spec, setup)
+    setup = validate_run(spec)
+    return spec, setup, build_threat_model(spec, setup.data, setup.clients, setup.model)
 
 
 def test_malicious_clients_come_from_the_seed_tree() -> None:

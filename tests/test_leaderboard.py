@@ -11,7 +11,7 @@ from scipy import stats
 from velocity.cli import main
 from velocity.cli.store import LEADERBOARD_METRIC_NAMES
 from velocity.errors import InputError
-from velocity.leaderboard import (
+from velocity.leaderboards import (
     LEADERBOARD_METRICS,
     build_leaderboard,
     holm_adjust,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from velocity import __version__
-from velocity.archive import load_archived_sweep, read_crate, verify_crate
-from velocity.archive.crate import iso_utc
+from velocity.archives import load_archived_sweep, read_crate, verify_crate
+from velocity.archives.crate import iso_utc
 from velocity.artifacts import (
     decode_floats,
     dumps_json,
@@ -32,8 +32,8 @@ from velocity.errors import ArchiveError
 from velocity.records import summarize_rounds
 from velocity.report import build_comparison, comparison_markdown
 from velocity.spec import spec_from_mapping
-from velocity.sweep import run_sweep
 from velocity.sweepdir import read_sweep
+from velocity.sweeps import run_sweep
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "jsonld"
 BASE = {"dataset": "digits", "model": "logreg", "num_clients": 5, "rounds": 2, "seed": 3}

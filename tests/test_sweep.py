@@ -22,8 +22,8 @@ from velocity.experiment import expand_experiment
 from velocity.records import METRICS, TIMING_METRICS
 from velocity.spec import RunSpec
 from velocity.store import open_store
-from velocity.sweep import SweepResult, run_sweep
 from velocity.sweepdir import read_sweep, sweep_specs
+from velocity.sweeps import SweepResult, run_sweep
 
 # One xdist worker runs this module, so the module-scoped sweeps are computed once.
 pytestmark = pytest.mark.xdist_group("sweep")

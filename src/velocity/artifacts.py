@@ -19,9 +19,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
-    "CONFIG_SCHEMA",
-    "SUMMARY_SCHEMA",
-    "SWEEP_SCHEMA",
     "atomic_file",
     "decode_floats",
     "dumps_json",
@@ -35,10 +32,6 @@ __all__ = [
     "write_json_atomic",
     "write_text_atomic",
 ]
-
-SWEEP_SCHEMA = "velocity.sweep/1"
-CONFIG_SCHEMA = "velocity.run-config/1"
-SUMMARY_SCHEMA = "velocity.run-summary/1"
 
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 

@@ -20,7 +20,7 @@ from velocity.attacks import ThreatModel, bind_attacks, draw_malicious_clients
 from velocity.data import FederatedDataset, load_dataset, partition
 from velocity.errors import InputError
 from velocity.models import MLP, LocalConfig, build_model, train_clients
-from velocity.records import final_metrics, summarize_run, utc_now
+from velocity.records import final_metrics, rounds_columns, summarize_run, utc_now
 from velocity.seeds import child_rng
 from velocity.spec import RunSpec
 from velocity.strategies import build_strategy
@@ -29,9 +29,9 @@ __all__ = [
     "RunResult",
     "RunSetup",
     "build_threat_model",
-    "prepare_run",
     "run_simulation",
     "sample_clients",
+    "validate_run",
 ]
 
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -69,6 +69,14 @@ class RunResult:
             details=self.details,
         )
 
+    def to_frame(self) -> Any:
+        """The per-round records as a pandas DataFrame, one row per round (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise InputError("RunResult.to_frame() needs pandas: pip install pandas") from None
+        return pd.DataFrame.from_records(self.rounds, columns=rounds_columns(self.rounds))
+
     @classmethod
     def failed(cls, spec: RunSpec, error: str, started_at: str, wall_seconds: float) -> RunResult:
         """A run that ended before its first round (e.g. its worker could not run it)."""
@@ -86,19 +94,27 @@ class RunResult:
 
 @dataclass
 class RunSetup:
-    """Everything a run needs before its first round (data, partition, model, initial params)."""
+    """Everything a run needs before its first round, checked against its data: the split
+    data, the partition, the model, initial parameters, the bound threat model and the training
+    arrays after data poisoning."""
 
     spec: RunSpec
     data: FederatedDataset
     clients: list[np.ndarray]
     model: MLP
     initial_params: np.ndarray
+    threat: ThreatModel | None
+    X_train: np.ndarray
+    y_train: np.ndarray
 
 
-def prepare_run(spec: RunSpec) -> RunSetup:
-    """Load and split the data, partition it, build the model and draw initial parameters.
+def validate_run(spec: RunSpec) -> RunSetup:
+    """Check ``spec`` against its data and prepare it: load and split the data, partition it,
+    build the model, draw initial parameters, bind the attacks and poison the malicious clients'
+    data. Everything a run can be refused for is found here, before round 1.
 
-    Raises InputError when the spec cannot run on its data (e.g. more clients than samples).
+    Raises InputError when the spec cannot run on its data (a missing file, more clients than
+    samples, an attack's class or trigger outside this dataset).
     """
     data = load_dataset(spec.dataset, seed=spec.seed, num_clients=spec.num_clients)
     clients = partition(
@@ -110,7 +126,11 @@ def prepare_run(spec: RunSpec) -> RunSetup:
     )
     model = build_model(spec.model, data.num_features, data.num_classes)
     params = model.init(child_rng(spec.seed, "init"))
-    return RunSetup(spec=spec, data=data, clients=clients, model=model, initial_params=params)
+    threat = build_threat_model(spec, data, clients, model) if spec.attacks else None
+    X, y = data.X_train, data.y_train
+    if threat is not None:
+        X, y = threat.poison_data(X, y)
+    return RunSetup(spec, data, clients, model, params, threat, X, y)
 
 
 def sample_clients(spec: RunSpec, round_index: int) -> np.ndarray:
@@ -121,15 +141,17 @@ def sample_clients(spec: RunSpec, round_index: int) -> np.ndarray:
     return np.sort(rng.choice(spec.num_clients, spec.participants, replace=False))
 
 
-def build_threat_model(spec: RunSpec, setup: RunSetup) -> ThreatModel:
+def build_threat_model(
+    spec: RunSpec, data: FederatedDataset, clients: list[np.ndarray], model: MLP
+) -> ThreatModel:
     """Bind a run's attacks to its data and clients; the malicious set comes from the seed tree."""
     return ThreatModel(
         seed=spec.seed,
         malicious_clients=draw_malicious_clients(spec.seed, spec.num_clients, int(spec.byzantine)),
-        client_indices=list(setup.clients),
+        client_indices=list(clients),
         attacks=bind_attacks(spec.attacks),
-        num_classes=setup.data.num_classes,
-        predict=setup.model.predict,
+        num_classes=data.num_classes,
+        predict=model.predict,
     )
 
 
@@ -138,8 +160,8 @@ def run_simulation(
 ) -> RunResult:
     """Run ``spec`` to the end. Bad input raises InputError before any round; any other error
     (during set-up, e.g. out of memory, or in a round) ends the run with status ``failed``; a
-    non-finite loss ends it as ``diverged``. ``setup`` is ``prepare_run(spec)`` when the caller
-    already prepared it (e.g. to check its input first); it is not prepared again.
+    non-finite loss ends it as ``diverged``. ``setup`` is ``validate_run(spec)`` when the caller
+    already checked it; it is not prepared again.
     """
     if setup is not None and setup.spec != spec:
         raise ValueError("setup was prepared for another spec")
@@ -151,7 +173,7 @@ def run_simulation(
     # Overflow is how divergence shows up; it is recorded as the run's status, not warned about.
     with threadpool_limits(limits=1), np.errstate(over="ignore", invalid="ignore"):
         try:
-            setup = setup if setup is not None else prepare_run(spec)
+            setup = setup if setup is not None else validate_run(spec)
             details["num_params"] = setup.model.num_params
             params, status = _round_loop(setup, rounds, on_round)
         except InputError:
@@ -187,11 +209,7 @@ def _round_loop(
         mu=spec.mu,
     )
     strategy = build_strategy(spec.strategy, seed=spec.seed)
-    threat = None
-    X, y = data.X_train, data.y_train
-    if spec.attacks:
-        threat = build_threat_model(spec, setup)
-        X, y = threat.poison_data(X, y)
+    threat, X, y = setup.threat, setup.X_train, setup.y_train
     params = setup.initial_params
     bytes_per_model = 4 * model.num_params
     for r in range(1, spec.rounds + 1):

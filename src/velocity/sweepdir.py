@@ -105,7 +105,7 @@ class DiskFolder:
 
 @dataclass(frozen=True)
 class MemoryFolder:
-    """A sweep's files held in memory (an archive read by ``velocity.archive``)."""
+    """A sweep's files held in memory (an archive read by ``velocity.archives``)."""
 
     files: Mapping[str, bytes]
     label: str

@@ -1,6 +1,6 @@
 """``velocity archive``, ``velocity reproduce`` and ``velocity inspect``: the reproducibility loop.
 
-Thin shells over ``velocity.archive`` (write a crate; verify, re-run, compare, describe); they
+Thin shells over ``velocity.archives`` (write a crate; verify, re-run, compare, describe); they
 parse options, call the library and print.
 """
 
@@ -18,7 +18,7 @@ from velocity.errors import InputError
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from velocity.archive import (
+    from velocity.archives import (
         ArchivedSweep,
         ArchiveInspection,
         PackageDrift,
@@ -121,7 +121,7 @@ def archive_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> int:
     """Pack a finished sweep into one deterministic RO-Crate zip (Process Run Crate 0.5)."""
-    from velocity.archive import archive_sweep
+    from velocity.archives import archive_sweep
 
     result = archive_sweep(
         out_dir,
@@ -185,7 +185,7 @@ def reproduce_command(
     ),
 ) -> int:
     """Verify an archive, re-run its runs with the archived specs and compare the results."""
-    from velocity.archive import reproduce_archive
+    from velocity.archives import reproduce_archive
     from velocity.artifacts import encode_floats
 
     selected = parse_run_names(runs, more_runs)
@@ -270,7 +270,7 @@ def inspect_command(
     json_output: bool = typer.Option(False, "--json", help="Print the description as JSON."),
 ) -> int:
     """Show what an archive holds and whether it verifies, without running anything."""
-    from velocity.archive import inspect_archive
+    from velocity.archives import inspect_archive
     from velocity.artifacts import encode_floats
 
     info = inspect_archive(archive)

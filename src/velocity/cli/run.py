@@ -130,7 +130,7 @@ def run_command(
 ) -> int:
     """Run federated training: every run of SPEC (or one run from flags), flags overriding."""
     from velocity.experiment import load_experiment
-    from velocity.simulation import prepare_run
+    from velocity.simulation import validate_run
     from velocity.spec import spec_from_mapping
     from velocity.store import open_store, recorded_run
 
@@ -160,7 +160,7 @@ def run_command(
         specs = [spec_from_mapping(overrides, "command line")]
     # Prepare every run against its data (dataset files, partition sizes) before running or
     # recording anything: bad input exits 2 with nothing half-done.
-    setups = [prepare_run(spec) for spec in specs]
+    setups = [validate_run(spec) for spec in specs]
     results = []
     run_store = open_store(store)
     for spec, setup in zip(specs, setups, strict=True):

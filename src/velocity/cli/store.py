@@ -13,7 +13,7 @@ from velocity.cli._app import app, out_console, print_json
 from velocity.errors import InputError
 
 if TYPE_CHECKING:
-    from velocity.leaderboard import Leaderboard
+    from velocity.leaderboards import Leaderboard
     from velocity.store import RunRecord
 
 LEADERBOARD_METRIC_NAMES = (
@@ -24,7 +24,7 @@ LEADERBOARD_METRIC_NAMES = (
     "robustness",
     "pareto",
 )
-"""``velocity.leaderboard.LEADERBOARD_METRICS``'s keys, spelled here so help needs no import
+"""``velocity.leaderboards.LEADERBOARD_METRICS``'s keys, spelled here so help needs no import
 (a test keeps the two equal)."""
 
 __all__ = ["LEADERBOARD_METRIC_NAMES", "leaderboard_command", "runs_command", "show_command"]
@@ -176,7 +176,7 @@ def show_command(
 def _print_leaderboard(board: Leaderboard) -> None:
     from rich.table import Table
 
-    from velocity.leaderboard import CORRECTION
+    from velocity.leaderboards import CORRECTION
 
     arrow = "higher is better" if board.higher_is_better else "lower is better"
     unit = f" ({board.unit})" if board.unit else ""
@@ -247,7 +247,7 @@ def leaderboard_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Rank configurations over seeds: mean, std, 95% CI, significance vs the best."""
-    from velocity.leaderboard import build_leaderboard, check_metric
+    from velocity.leaderboards import build_leaderboard, check_metric
     from velocity.records import check_target_accuracy
     from velocity.store import open_store
 

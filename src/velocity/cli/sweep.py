@@ -15,7 +15,7 @@ from velocity.errors import InputError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from velocity.sweep import SweepEvent, SweepResult
+    from velocity.sweeps import SweepEvent, SweepResult
 
 __all__ = ["command_line", "parse_seeds", "sweep_command"]
 
@@ -199,8 +199,8 @@ def sweep_command(
     from velocity.experiment import load_experiment, specs_from_flags, split_spec_list
     from velocity.records import check_target_accuracy
     from velocity.store import open_store
-    from velocity.sweep import default_out_dir, run_sweep, validate_sweep_request
     from velocity.sweepdir import sweep_specs
+    from velocity.sweeps import default_out_dir, run_sweep, validate_sweep_request
 
     overrides = collect_overrides(
         dataset=dataset,

@@ -7,10 +7,10 @@ One module per job: ``crate`` writes the zip, ``safezip`` reads an untrusted one
 
 from __future__ import annotations
 
-from velocity.archive.compare import VERDICTS, RunComparison, compare_rounds, compare_run
-from velocity.archive.crate import ArchiveResult, archive_sweep, default_archive_path
-from velocity.archive.inspect import ArchiveInspection, inspect_archive
-from velocity.archive.reproduce import (
+from velocity.archives.compare import VERDICTS, RunComparison, compare_rounds, compare_run
+from velocity.archives.crate import ArchiveResult, archive_sweep, default_archive_path
+from velocity.archives.inspect import ArchiveInspection, inspect_archive
+from velocity.archives.reproduce import (
     DEFAULT_TOLERANCE,
     PackageDrift,
     ReproductionReport,
@@ -18,8 +18,8 @@ from velocity.archive.reproduce import (
     environment_drift,
     reproduce_archive,
 )
-from velocity.archive.safezip import ArchiveLimits, CrateContents, member_name_problem, read_crate
-from velocity.archive.verify import ArchivedSweep, load_archived_sweep, verify_crate
+from velocity.archives.safezip import ArchiveLimits, CrateContents, member_name_problem, read_crate
+from velocity.archives.verify import ArchivedSweep, load_archived_sweep, verify_crate
 
 __all__ = [
     "DEFAULT_TOLERANCE",

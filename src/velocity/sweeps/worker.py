@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from velocity.records import utc_now
-from velocity.sweep.environment import BLAS_THREAD_ENV
+from velocity.sweeps.environment import BLAS_THREAD_ENV
 
 __all__ = ["execute_run", "init_worker"]
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from velocity.archive.safezip import CRATE_METADATA_NAME
+from velocity.archives.safezip import CRATE_METADATA_NAME
 from velocity.artifacts import atomic_file
 from velocity.errors import InputError
 from velocity.sweepdir import SweepData, read_sweep

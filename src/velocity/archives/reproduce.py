@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from velocity.archive.compare import VERDICTS, RunComparison, compare_run
-from velocity.archive.crate import archived_packages, velocity_version
-from velocity.archive.safezip import read_crate
-from velocity.archive.verify import ArchivedSweep, load_archived_sweep, verify_crate
+from velocity.archives.compare import VERDICTS, RunComparison, compare_run
+from velocity.archives.crate import archived_packages, velocity_version
+from velocity.archives.safezip import read_crate
+from velocity.archives.verify import ArchivedSweep, load_archived_sweep, verify_crate
 from velocity.artifacts import write_json_atomic
 from velocity.errors import InputError
 from velocity.records import run_name_problem, utc_now
 from velocity.spec import RunSpec
-from velocity.sweep import default_out_dir, run_sweep
-from velocity.sweep.environment import installed_packages
 from velocity.sweepdir import read_sweep
+from velocity.sweeps import default_out_dir, run_sweep
+from velocity.sweeps.environment import installed_packages
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -218,7 +218,7 @@ def reproduce_archive(
     """Verify ``archive``, re-run its runs (or ``runs``) into ``out_dir`` and compare them.
 
     Options are checked first, then the whole archive is verified (ArchiveError, nothing run);
-    only then does ``velocity.sweep.run_sweep`` re-run the archived specs unchanged. Writes
+    only then does ``velocity.sweeps.run_sweep`` re-run the archived specs unchanged. Writes
     ``reproduction.json`` into ``out_dir``; ``report.exit_code`` is 1 on any mismatch when
     ``check`` is true. ``on_verified`` is called once verification passed, before any run.
     """

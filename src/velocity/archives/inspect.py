@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from velocity.archive.crate import archived_packages, iso_utc, velocity_version
-from velocity.archive.safezip import CrateContents, entity_types, read_crate
-from velocity.archive.verify import ArchivedSweep, load_archived_sweep, verify_crate
+from velocity.archives.crate import archived_packages, iso_utc, velocity_version
+from velocity.archives.safezip import CrateContents, entity_types, read_crate
+from velocity.archives.verify import ArchivedSweep, load_archived_sweep, verify_crate
 from velocity.errors import ArchiveError
 from velocity.records import final_metrics
 

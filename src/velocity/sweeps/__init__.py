@@ -7,9 +7,9 @@ exactly. The folder format itself lives in ``velocity.sweepdir``.
 
 from __future__ import annotations
 
-from velocity.sweep.environment import BLAS_THREAD_ENV, collect_environment
-from velocity.sweep.executors import Executor, LocalExecutor, RunTask, TaskResult
-from velocity.sweep.runner import (
+from velocity.sweeps.environment import BLAS_THREAD_ENV, collect_environment
+from velocity.sweeps.executors import Executor, LocalExecutor, RunTask, TaskResult
+from velocity.sweeps.runner import (
     RunOutcome,
     SweepEvent,
     SweepResult,

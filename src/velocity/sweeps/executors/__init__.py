@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from velocity.sweep.executors.base import Executor, RunTask, TaskResult
-from velocity.sweep.executors.local import LocalExecutor
+from velocity.sweeps.executors.base import Executor, RunTask, TaskResult
+from velocity.sweeps.executors.local import LocalExecutor
 
 __all__ = ["Executor", "LocalExecutor", "RunTask", "TaskResult"]

@@ -16,6 +16,7 @@ from velocity.errors import InputError
 from velocity.records import check_target_accuracy, rounds_to_target
 from velocity.report import attack_label, baseline_fingerprint, group_label, strategy_label
 from velocity.store import RunRecord
+from velocity.sweepdir import SweepData
 
 __all__ = [
     "CORRECTION",
@@ -26,6 +27,7 @@ __all__ = [
     "check_metric",
     "holm_adjust",
     "mean_confidence_interval",
+    "records_from_sweep",
     "welch_t_test",
 ]
 
@@ -190,6 +192,38 @@ class Leaderboard:
             "description": LEADERBOARD_METRICS[self.metric].describe,
             "rows": [row.to_dict() for row in self.rows],
         }
+
+
+def records_from_sweep(data: SweepData) -> list[RunRecord]:
+    """The finished runs of a sweep folder as run records (a leaderboard of one sweep, read
+    from its own files rather than the run store)."""
+    records = []
+    for run in data.runs:
+        if not run.complete or run.spec is None or run.summary is None:
+            continue
+        summary = run.summary
+        records.append(
+            RunRecord(
+                run_id=run.spec.fingerprint[:16],
+                name=run.name,
+                source=str(data.out_dir),
+                fingerprint=run.spec.fingerprint,
+                fingerprint_without_seed=run.spec.fingerprint_without_seed,
+                seed=run.spec.seed,
+                spec=run.spec.canonical(),
+                status=str(summary["status"]),
+                started_at=str(summary.get("started_at")),
+                error=summary.get("error"),
+                finished_at=summary.get("finished_at"),
+                wall_seconds=summary.get("wall_seconds"),
+                final=dict(summary.get("final") or {}),
+                best=dict(summary.get("best") or {}),
+                totals=dict(summary.get("totals") or {}),
+                rounds_completed=len(run.rounds or []),
+                rounds=list(run.rounds or []),
+            )
+        )
+    return records
 
 
 def _latest_per_run(records: Iterable[RunRecord]) -> list[RunRecord]:

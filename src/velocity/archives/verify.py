@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from velocity.archive.safezip import (
+from velocity.archives.safezip import (
     CRATE_METADATA_NAME,
     CrateContents,
     entity_types,

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 from velocity.errors import InputError
 from velocity.records import check_target_accuracy, utc_now, utc_stamp
 from velocity.spec import RunSpec
-from velocity.sweep.environment import collect_environment
-from velocity.sweep.executors import Executor, LocalExecutor, RunTask
 from velocity.sweepdir import (
     SWEEP_SCHEMA,
     DiskFolder,
@@ -28,6 +26,9 @@ from velocity.sweepdir import (
     write_manifest,
     write_run_results,
 )
+from velocity.sweeps.environment import collect_environment
+from velocity.sweeps.executors import Executor, LocalExecutor, RunTask
+from velocity.sweeps.executors.local import check_main_guard
 
 if TYPE_CHECKING:
     from velocity.store import RunStore
@@ -211,6 +212,8 @@ def run_sweep(
     out_dir = Path(out_dir)
     specs = validate_sweep_request(specs, out_dir, parallel, resume)
     check_target_accuracy(target_accuracy, "target accuracy")
+    if executor is None:
+        check_main_guard()  # before anything is written: workers would re-run an unguarded script
     workers = executor.workers if executor is not None else parallel or os.cpu_count() or 1
     emit = on_event or (lambda event: None)
     command = list(command) if command is not None else list(sys.argv)
