@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from velocity.errors import SpecError
+from velocity.plugins import base_dir as plugin_base_dir
 from velocity.spec import RunSpec, format_validation_error, load_toml
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 _TOP_LEVEL_KEYS = ("shared", "runs", "matrix")
 _COMPONENT_KEYS = frozenset({"dataset", "partition", "model", "strategy", "attack", "attacks"})
 MATRIX_KEYS: tuple[str, ...] = tuple(
-    sorted({*RunSpec.model_fields, "attack", "seeds"} - {"name", "seed"})
+    sorted({*RunSpec.model_fields, "attack", "seeds"} - {"name", "seed", "plugins"})
 )
 """Keys a ``[matrix]`` may sweep: every RunSpec field but ``name``/``seed``, plus ``attack``
 (one attack per run) and ``seeds`` (a count N for seeds 0..N-1, or a list of seeds)."""
@@ -233,6 +234,9 @@ def expand_experiment(
     for fields, where, base_name in bases:
         for values, parts, is_baseline in points:
             merged = {**fields, **values, **overrides}
+            if "plugins" in overrides and "plugins" in fields:
+                # --plugin adds to the plug-ins the file names; it replaces nothing.
+                merged["plugins"] = [*_as_list(fields["plugins"]), *_as_list(overrides["plugins"])]
             for swept, other in (("attack", "attacks"), ("attacks", "attack")):
                 if swept in values and other not in values:
                     merged.pop(other, None)  # the swept attack replaces the shared one
@@ -257,12 +261,18 @@ def expand_experiment(
     return specs
 
 
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def load_experiment(
     path: str | Path, overrides: Mapping[str, Any] | None = None, *, matrix: bool = True
 ) -> list[RunSpec]:
     """RunSpecs of a TOML experiment file (the one loader of ``velocity run`` and ``velocity
-    sweep``); errors name the file and the key."""
-    return expand_experiment(load_toml(path), str(path), overrides, matrix=matrix)
+    sweep``); errors name the file and the key. Plug-in files it names are found next to it."""
+    doc = load_toml(path)
+    with plugin_base_dir(Path(path).resolve().parent):
+        return expand_experiment(doc, str(path), overrides, matrix=matrix)
 
 
 def split_spec_list(text: str, option: str = "list") -> list[str]:

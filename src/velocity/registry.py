@@ -8,21 +8,26 @@ the parameter, what is allowed and the value received.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from velocity.errors import SpecError
 
 __all__ = [
+    "REGISTRIES",
     "REQUIRED",
     "Entry",
     "Param",
     "Registry",
     "format_component",
+    "on_unknown_name",
     "parse_component",
     "parse_value",
+    "registering_plugin",
 ]
 
 T = TypeVar("T")
@@ -128,7 +133,11 @@ class Param:
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
-    """A registered component: the object plus what ``velocity <kind>s`` lists about it."""
+    """A registered component: the object plus what ``velocity <kind>s`` lists about it.
+
+    ``origin`` is the module that defined it; ``plugin`` the record (``{"name", "sha256"}``)
+    of the plug-in whose loading registered it, None for velocity's own and inline entries.
+    """
 
     name: str
     obj: T
@@ -137,6 +146,12 @@ class Entry(Generic[T]):
     paper: str = ""
     cost: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    origin: str = ""
+    plugin: Mapping[str, str] | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.plugin is None and self.origin.split(".")[0] == "velocity"
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -217,6 +232,48 @@ def format_component(name: str, params: Mapping[str, Any]) -> str:
     return name + ":" + ",".join(f"{k}={_format_value(v)}" for k, v in params.items())
 
 
+REGISTRIES: list[Registry[Any]] = []
+"""Every registry, in creation order (plug-in loading rolls back across all of them)."""
+
+_LOADING: ContextVar[tuple[Mapping[str, str], list[tuple[Registry[Any], str]]] | None] = ContextVar(
+    "velocity_plugin_loading", default=None
+)
+_UNKNOWN_NAME_HOOKS: list[Callable[[], None]] = []
+_HOOKS_RAN = False
+
+
+@contextlib.contextmanager
+def registering_plugin(record: Mapping[str, str]) -> Iterator[None]:
+    """Tag every entry registered in the block with the plug-in ``record``; if the block
+    raises, remove them all again (a plug-in registers whole or not at all)."""
+    added: list[tuple[Registry[Any], str]] = []
+    token = _LOADING.set((dict(record), added))
+    try:
+        yield
+    except BaseException:
+        for registry, key in reversed(added):
+            registry._remove(key)
+        raise
+    finally:
+        _LOADING.reset(token)
+
+
+def on_unknown_name(hook: Callable[[], None]) -> None:
+    """Run ``hook`` (once, for all hooks) the first time any registry misses a name; it may
+    register more entries (installed plug-in packages) before the lookup is retried."""
+    _UNKNOWN_NAME_HOOKS.append(hook)
+
+
+def _run_unknown_name_hooks() -> bool:
+    global _HOOKS_RAN
+    if _HOOKS_RAN or not _UNKNOWN_NAME_HOOKS:
+        return False
+    _HOOKS_RAN = True
+    for hook in list(_UNKNOWN_NAME_HOOKS):
+        hook()
+    return True
+
+
 class Registry(Generic[T]):
     """Name -> Entry map for one kind of component (case-insensitive names, optional aliases)."""
 
@@ -224,6 +281,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
+        REGISTRIES.append(self)
 
     def register(
         self,
@@ -248,6 +306,7 @@ class Registry(Generic[T]):
                     paper=paper,
                     cost=cost,
                     extra=dict(extra),
+                    origin=str(getattr(obj, "__module__", "") or ""),
                 ),
                 aliases=aliases,
             )
@@ -257,11 +316,23 @@ class Registry(Generic[T]):
 
     def add(self, entry: Entry[T], aliases: tuple[str, ...] = ()) -> None:
         key = entry.name.lower()
-        if key in self._entries or key in self._aliases:
-            raise ValueError(f"{self.kind} '{key}' registered twice")
+        for name in (key, *(a.lower() for a in aliases)):
+            if name in self._entries or name in self._aliases:
+                owner = self._entries.get(self._aliases.get(name, name))
+                where = "a built-in" if owner is not None and owner.builtin else "already"
+                raise SpecError(f"{self.kind} '{name}' is {where} registered; choose another name")
+        loading = _LOADING.get()
+        if loading is not None:
+            entry = replace(entry, plugin=loading[0])
+            loading[1].append((self, key))
         self._entries[key] = entry
         for alias in aliases:
             self._aliases[alias.lower()] = key
+
+    def _remove(self, key: str) -> None:
+        self._entries.pop(key, None)
+        for alias in [a for a, k in self._aliases.items() if k == key]:
+            del self._aliases[alias]
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -270,7 +341,12 @@ class Registry(Generic[T]):
         return iter(self._entries[n] for n in self.names())
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in {**self._entries, **self._aliases}
+        if not isinstance(name, str):
+            return False
+        key = name.strip().lower()
+        if key in self._entries or key in self._aliases:
+            return True
+        return _run_unknown_name_hooks() and (key in self._entries or key in self._aliases)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -278,6 +354,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Entry[T]:
         key = name.strip().lower()
         key = self._aliases.get(key, key)
+        if key not in self._entries and _run_unknown_name_hooks():
+            key = self._aliases.get(key, key)
         try:
             return self._entries[key]
         except KeyError:

@@ -25,13 +25,19 @@ from pydantic import (
     model_validator,
 )
 
-from velocity.attacks import canonical_attack
+from velocity.attacks import ATTACKS, canonical_attack
 from velocity.data import DATASETS, PARTITIONERS
 from velocity.errors import InputError, SpecError
 from velocity.models import MODELS
+from velocity.plugins import load_plugins
 from velocity.records import run_name_problem
-from velocity.registry import Registry, parse_component
-from velocity.strategies import canonical_strategy
+from velocity.registry import Entry, Registry, parse_component
+from velocity.strategies import (
+    AGGREGATORS,
+    PRE_AGGREGATORS,
+    SERVER_OPTIMIZERS,
+    canonical_strategy,
+)
 
 __all__ = [
     "RunSpec",
@@ -54,6 +60,9 @@ def _strategy_writes_mu(strategy: Any) -> bool:
     if isinstance(strategy, str) and ">" not in strategy:
         return "mu" in parse_component(strategy, "strategy")[1]
     return False
+
+
+_OMITTED_WHEN_EMPTY = ("plugins",)
 
 
 class RunSpec(BaseModel):
@@ -79,6 +88,7 @@ class RunSpec(BaseModel):
     eval_every: int = Field(default=1, gt=0)
     byzantine: int | float = Field(default=0, ge=0)
     attacks: list[dict[str, Any]] = Field(default_factory=list)
+    plugins: list[dict[str, str]] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -86,6 +96,12 @@ class RunSpec(BaseModel):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
+        if "plugins" in data:
+            # Loaded first: the components below may name what a plug-in registers.
+            try:
+                data["plugins"] = [p.record for p in load_plugins(data["plugins"])]
+            except InputError as exc:
+                raise ValueError(f"plugins: {exc}") from None
         if "attack" in data:
             if "attacks" in data:
                 raise ValueError("give either 'attack' or 'attacks', not both")
@@ -180,10 +196,41 @@ class RunSpec(BaseModel):
         once more with the counts it resolves to, so the frozen model is never mutated.
         """
         spec = handler(data)
-        resolved = spec._resolved_counts()
-        if resolved == {"clients_per_round": spec.clients_per_round, "byzantine": spec.byzantine}:
+        resolved: dict[str, Any] = spec._resolved_counts()
+        resolved["plugins"] = spec._plugins_used()
+        if all(getattr(spec, key) == value for key, value in resolved.items()):
             return spec
         return handler({**spec.model_dump(), **resolved})
+
+    def _components(self) -> list[tuple[str, Entry[Any]]]:
+        """``(kind, registry entry)`` of every component the run uses."""
+        strategy = self.strategy
+        found: list[tuple[str, Entry[Any]]] = [
+            ("dataset", DATASETS.get(self.dataset["type"])),
+            ("partition", PARTITIONERS.get(self.partition["type"])),
+            ("model", MODELS.get(self.model["type"])),
+            *(("pre-aggregator", PRE_AGGREGATORS.get(p["type"])) for p in strategy["pre"]),
+            ("aggregator", AGGREGATORS.get(strategy["aggregator"]["type"])),
+            ("server optimizer", SERVER_OPTIMIZERS.get(strategy["server"]["type"])),
+        ]
+        found += [("attack", ATTACKS.get(a["type"])) for a in self.attacks]
+        return found
+
+    def _plugins_used(self) -> list[dict[str, str]]:
+        """The declared plug-ins plus those whose components the run uses; a component defined
+        outside velocity and outside any plug-in has no source to travel with the run."""
+        records = [dict(r) for r in self.plugins]
+        for kind, entry in self._components():
+            if entry.plugin is not None:
+                if dict(entry.plugin) not in records:
+                    records.append(dict(entry.plugin))
+            elif not entry.builtin:
+                raise ValueError(
+                    f"{kind} '{entry.name}' is defined in module '{entry.origin}', not in a "
+                    "plug-in: put it in a file and name it in plugins = [...] (or --plugin "
+                    "FILE), so its source is part of the run's identity and travels with it"
+                )
+        return records
 
     def _resolved_counts(self) -> dict[str, int]:
         cpr = self.clients_per_round
@@ -224,6 +271,9 @@ class RunSpec(BaseModel):
 
     def canonical(self, *, include_name: bool = True) -> dict[str, Any]:
         data = self.model_dump(mode="json")
+        for key in _OMITTED_WHEN_EMPTY:
+            if not data[key]:
+                del data[key]  # fields added after the first schema keep older identities
         if not include_name:
             data.pop("name")
         return data

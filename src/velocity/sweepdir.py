@@ -52,6 +52,7 @@ __all__ = [
     "final_problem",
     "fingerprint_of",
     "first_disagreement",
+    "provide_plugins",
     "read_manifest",
     "read_run",
     "read_sweep",
@@ -330,7 +331,44 @@ def read_manifest(source: FileSource) -> dict[str, Any]:
     configs = manifest.get("configs")
     if configs is not None and not isinstance(configs, dict):
         raise InputError("manifest.json: 'configs' must be a table", source=source.label)
+    plugins = manifest.get("plugins", [])
+    if not isinstance(plugins, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("sha256"), str)
+        for r in plugins
+    ):
+        raise InputError(
+            "manifest.json: 'plugins' must be a list of {name, sha256}", source=source.label
+        )
     return manifest
+
+
+def provide_plugins(source: FileSource, manifest: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Make the sweep's own plug-in copies (``plugins/<name>``) loadable, each checked against
+    the sha256 the manifest records; returns the records."""
+    import hashlib
+
+    from velocity.plugins import copy_name, provide_sources
+
+    records = list(manifest.get("plugins", []))
+    files = {}
+    for record in records:
+        name = f"plugins/{copy_name(record)}"
+        try:
+            data = source.read(name)
+        except OSError as exc:
+            raise InputError(f"unreadable {name} ({exc})", source=source.label) from None
+        if data is None:
+            raise InputError(
+                f"{name} is missing: the sweep's runs need that plug-in", source=source.label
+            )
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise InputError(
+                f"{name} does not have the sha256 manifest.json records for it (edited?)",
+                source=source.label,
+            )
+        files[copy_name(record)] = data
+    provide_sources(files, origin=f"{source.label}/plugins")
+    return records
 
 
 def _read_config(
@@ -482,6 +520,7 @@ def read_sweep(
     velocity version may record differently (archives only)."""
     source: FileSource = DiskFolder(Path(folder)) if isinstance(folder, str | Path) else folder
     manifest = read_manifest(source)
+    provide_plugins(source, manifest)
     configs = manifest.get("configs") or {}
     runs = [
         read_run(source, name, configs.get(name), with_results=with_results, skip=skip)

@@ -65,6 +65,7 @@ ENCODING_FORMATS = {
     ".toml": "application/toml",
     ".log": "text/plain",
     ".pdf": "application/pdf",
+    ".py": "text/x-python",
 }
 _FALLBACK_FORMAT = "application/octet-stream"
 

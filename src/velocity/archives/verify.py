@@ -270,7 +270,11 @@ def load_archived_sweep(crate: CrateContents) -> ArchivedSweep:
             raise _inconsistent(crate, f"{run.name!r} has results but no {run.name}/config.json")
         if run.problem is not None and run.config is not None:
             raise _inconsistent(crate, run.problem)
-    notes = []
+    notes = [
+        f"plug-in {r['name']} (sha256 {r['sha256'][:12]}...) is loaded from the archive's own "
+        "copy, checked against that sha256"
+        for r in data.manifest.get("plugins", [])
+    ]
     archived_version = data.manifest.get("velocity_version")
     if archived_version != __version__:
         notes.append(

@@ -20,6 +20,7 @@ __all__ = [
     "MODEL",
     "NUM_CLIENTS",
     "PARTITION",
+    "PLUGIN",
     "ROUNDS",
     "STORE",
 ]
@@ -41,4 +42,9 @@ BYZANTINE: Any = typer.Option(
 EVAL_EVERY: Any = typer.Option(None, "--eval-every", help="Evaluate every N rounds.")
 STORE: Any = typer.Option(
     None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
+)
+PLUGIN: Any = typer.Option(
+    None,
+    "--plugin",
+    help="A plug-in .py file or module to load (repeatable); added to the spec's plugins.",
 )

@@ -16,7 +16,16 @@ if TYPE_CHECKING:
 
     from velocity.simulation import RunResult, RunSetup
 
-__all__ = ["collect_overrides", "result_to_json", "run_command"]
+__all__ = ["collect_overrides", "plugin_refs", "result_to_json", "run_command"]
+
+
+def plugin_refs(values: list[str] | None) -> list[str] | None:
+    """--plugin values: files resolved against the current folder now, modules as given."""
+    if not values:
+        return None
+    return [
+        str(Path(v).expanduser().resolve()) if v.endswith(".py") or "/" in v else v for v in values
+    ]
 
 
 def collect_overrides(**flags: Any) -> dict[str, Any]:
@@ -121,6 +130,7 @@ def run_command(
     mu: float | None = typer.Option(None, "--mu", help="FedProx proximal mu."),
     seed: int | None = typer.Option(None, "--seed", help="Run seed."),
     eval_every: int | None = _options.EVAL_EVERY,
+    plugin: list[str] | None = _options.PLUGIN,
     byzantine: float | None = _options.BYZANTINE,
     attack: str | None = typer.Option(None, "--attack", help="Attack spec, e.g. sign_flip."),
     json_output: bool = typer.Option(
@@ -151,6 +161,7 @@ def run_command(
         mu=mu,
         seed=seed,
         eval_every=eval_every,
+        plugins=plugin_refs(plugin),
         byzantine=byzantine,
         attack=attack,
     )

@@ -9,7 +9,7 @@ import typer
 
 from velocity.cli import _options
 from velocity.cli._app import app, err_console, out_console, print_json
-from velocity.cli.run import collect_overrides
+from velocity.cli.run import collect_overrides, plugin_refs
 from velocity.errors import InputError
 
 if TYPE_CHECKING:
@@ -193,6 +193,7 @@ def sweep_command(
     model: str | None = _options.MODEL,
     byzantine: float | None = _options.BYZANTINE,
     eval_every: int | None = _options.EVAL_EVERY,
+    plugin: list[str] | None = _options.PLUGIN,
     json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
 ) -> int:
     """Run many runs in parallel and write a sweep folder with a comparison report."""
@@ -214,6 +215,7 @@ def sweep_command(
         model=model,
         byzantine=byzantine,
         eval_every=eval_every,
+        plugins=plugin_refs(plugin),
     )
     adhoc = strategies is not None or attacks is not None or seeds is not None
     if resume is not None:

@@ -1,10 +1,11 @@
 """Aggregation strategies: pre-aggregators > aggregator > server optimizer, composed from specs.
 
-Public entry point: ``aggregate(spec, updates, weights=None)``; the round loop uses
-``build_strategy(spec, seed)``.
+Public entry points: ``aggregate(spec, updates, weights=None)``; the decorators ``aggregator``,
+``pre_aggregator`` and ``server_optimizer`` that register a stage (the built-ins use them too);
+the round loop uses ``build_strategy(spec, seed)``.
 """
 
-from velocity.strategies.aggregators import AGGREGATORS
+from velocity.strategies.aggregators import AGGREGATORS, aggregator
 from velocity.strategies.compose import (
     PRESETS,
     Preset,
@@ -13,8 +14,8 @@ from velocity.strategies.compose import (
     build_strategy,
     canonical_strategy,
 )
-from velocity.strategies.pre_aggregators import PRE_AGGREGATORS
-from velocity.strategies.server import SERVER_OPTIMIZERS
+from velocity.strategies.pre_aggregators import PRE_AGGREGATORS, pre_aggregator
+from velocity.strategies.server import SERVER_OPTIMIZERS, server_optimizer
 
 __all__ = [
     "AGGREGATORS",
@@ -24,6 +25,9 @@ __all__ = [
     "Preset",
     "Strategy",
     "aggregate",
+    "aggregator",
     "build_strategy",
     "canonical_strategy",
+    "pre_aggregator",
+    "server_optimizer",
 ]

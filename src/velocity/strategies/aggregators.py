@@ -6,6 +6,7 @@ and per-round cost; ``velocity strategies`` lists them and docs/strategies.md gi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ from velocity.strategies._kernels import (
 
 __all__ = [
     "AGGREGATORS",
+    "Aggregator",
+    "aggregator",
     "arkrum",
     "bulyan",
     "centered_clipping",
@@ -37,7 +40,47 @@ __all__ = [
     "trimmed_mean",
 ]
 
-AGGREGATORS: Registry = Registry("aggregator")
+Aggregator = Callable[..., np.ndarray]
+"""``(updates (n, d) float32, weights (n,) float64, **params) -> (d,) float32``; never modifies
+its inputs. A ``seeded`` rule also gets ``rng`` (a Generator from the run's seed tree), a
+``stateful`` one ``state`` (a dict kept across the run's rounds)."""
+
+AGGREGATORS: Registry[Aggregator] = Registry("aggregator")
+
+
+def aggregator(
+    name: str,
+    *,
+    params: tuple[Param, ...] = (),
+    summary: str,
+    paper: str = "",
+    cost: str = "",
+    aliases: tuple[str, ...] = (),
+    symmetric: bool = True,
+    seeded: bool = False,
+    stateful: bool = False,
+    normalize: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+) -> Callable[[Aggregator], Aggregator]:
+    """Register an aggregation rule (see :data:`Aggregator`) under ``name``.
+
+    ``params`` declare its keyword parameters (validated where a spec meets the registry);
+    ``symmetric`` says its output ignores the order of the clients (the contract checks test
+    it); ``normalize`` rewrites validated parameters into one canonical form. The built-in
+    rules register through this same decorator.
+    """
+    return AGGREGATORS.register(
+        name,
+        params=params,
+        summary=summary,
+        paper=paper,
+        cost=cost,
+        aliases=aliases,
+        symmetric=symmetric,
+        seeded=seeded,
+        stateful=stateful,
+        normalize=normalize,
+    )
+
 
 _F = Param("f", int, 1, "number of Byzantine clients tolerated", low=0)
 
@@ -47,7 +90,7 @@ def _require(ok: bool, message: str) -> None:
         raise RunError(message)
 
 
-@AGGREGATORS.register(
+@aggregator(
     "mean",
     summary="Sample-weighted mean (FedAvg).",
     paper="McMahan et al., AISTATS 2017",
@@ -59,7 +102,7 @@ def mean(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return weighted_mean(updates, weights)
 
 
-@AGGREGATORS.register(
+@aggregator(
     "median",
     summary="Coordinate-wise median (even n: mean of the two middle values), unweighted.",
     paper="Yin et al., ICML 2018",
@@ -92,7 +135,7 @@ def _normalize_trimmed_mean(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-@AGGREGATORS.register(
+@aggregator(
     "trimmed_mean",
     params=(
         Param("k", int, None, "values dropped at each end per coordinate", low=0, nullable=True),
@@ -146,7 +189,7 @@ def _krum_distances(updates: np.ndarray, f: int, rule: str) -> np.ndarray:
     return pairwise_sq_distances(updates)
 
 
-@AGGREGATORS.register(
+@aggregator(
     "krum",
     params=(_F,),
     summary="The update with the lowest Krum score (sum of squared distances to its n-f-2 "
@@ -161,7 +204,7 @@ def krum(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> np.ndarray:
     return out
 
 
-@AGGREGATORS.register(
+@aggregator(
     "multi_krum",
     params=(
         _F,
@@ -224,13 +267,16 @@ def bulyan_select(dist: np.ndarray, f: int) -> np.ndarray:
     return np.asarray(chosen, dtype=np.intp)
 
 
-@AGGREGATORS.register(
+@aggregator(
     "bulyan",
     params=(_F,),
     summary="Select n-2f updates by repeated Krum, then per coordinate average the n-4f values "
     "closest to the median.",
     paper="El Mhamdi et al., ICML 2018",
     cost="O(n^2 d)",
+    # Its last Krum selections have |R| - f - 2 <= 0 neighbours: every score ties and the
+    # lowest-index rule decides, so the output depends on client order by definition.
+    symmetric=False,
 )
 def bulyan(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> np.ndarray:
     """Bulyan over Krum."""
@@ -277,7 +323,7 @@ def _weiszfeld_distances(g: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     return out
 
 
-@AGGREGATORS.register(
+@aggregator(
     "geometric_median",
     params=(
         Param(
@@ -344,7 +390,7 @@ def _arkrum_estimate_f(dist: np.ndarray) -> int:
     return int(min(np.floor(np.median(outliers)), (n - 3) // 2))
 
 
-@AGGREGATORS.register(
+@aggregator(
     "arkrum",
     summary="Parameter-free Krum: estimates f each round by median-based filtering, then averages "
     "the n-f updates closest to the Krum winner.",
@@ -362,7 +408,7 @@ def arkrum(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return combine(updates, np.full(n - f, 1.0 / (n - f)), rows=closest)
 
 
-@AGGREGATORS.register(
+@aggregator(
     "centered_clipping",
     params=(
         Param("tau", float, 10.0, "clipping radius around the centre", low=0.0, low_open=True),
@@ -414,7 +460,7 @@ def centered_clipping(
     return result
 
 
-@AGGREGATORS.register(
+@aggregator(
     "dnc",
     params=(
         _F,

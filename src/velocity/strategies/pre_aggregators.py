@@ -4,15 +4,42 @@ before the aggregator (nearest-neighbour mixing, clipping, bucketing). They neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from velocity.errors import RunError
 from velocity.registry import Param, Registry
 from velocity.strategies._kernels import pairwise_sq_distances
 
-__all__ = ["PRE_AGGREGATORS", "bucketing", "clip", "nnm"]
+__all__ = ["PRE_AGGREGATORS", "PreAggregator", "bucketing", "clip", "nnm", "pre_aggregator"]
 
-PRE_AGGREGATORS: Registry = Registry("pre-aggregator")
+PreAggregator = Callable[..., tuple[np.ndarray, np.ndarray]]
+"""``(updates (n, d) float32, weights (n,), **params) -> (updates' (m, d) float32, weights'
+(m,))`` with the total weight kept; never modifies its inputs."""
+
+PRE_AGGREGATORS: Registry[PreAggregator] = Registry("pre-aggregator")
+
+
+def pre_aggregator(
+    name: str,
+    *,
+    params: tuple[Param, ...] = (),
+    summary: str,
+    paper: str = "",
+    cost: str = "",
+    aliases: tuple[str, ...] = (),
+    symmetric: bool = True,
+    seeded: bool = False,
+    stateful: bool = False,
+) -> Callable[[PreAggregator], PreAggregator]:
+    """Register a pre-aggregation stage (see :data:`PreAggregator`); ``symmetric``: reordering
+    the clients reorders its output rows the same way (the contract checks test it)."""
+    extra: dict[str, Any] = {"symmetric": symmetric, "seeded": seeded, "stateful": stateful}
+    return PRE_AGGREGATORS.register(
+        name, params=params, summary=summary, paper=paper, cost=cost, aliases=aliases, **extra
+    )
 
 
 def _mix(updates: np.ndarray, mixing: np.ndarray) -> np.ndarray:
@@ -31,7 +58,7 @@ def _mix(updates: np.ndarray, mixing: np.ndarray) -> np.ndarray:
     return out
 
 
-@PRE_AGGREGATORS.register(
+@pre_aggregator(
     "nnm",
     params=(Param("f", int, 1, "number of Byzantine clients tolerated", low=0),),
     summary="Nearest-neighbour mixing: replace each update by the mean of its n-f nearest "
@@ -53,7 +80,7 @@ def nnm(updates: np.ndarray, weights: np.ndarray, *, f: int = 1) -> tuple[np.nda
     return _mix(updates, mixing), np.asarray(weights, dtype=np.float64).copy()
 
 
-@PRE_AGGREGATORS.register(
+@pre_aggregator(
     "clip",
     params=(
         Param("max_norm", float, 1.0, "largest L2 norm an update keeps", low=0.0, low_open=True),
@@ -72,10 +99,11 @@ def clip(
     return out.astype(np.float32, copy=False), np.asarray(weights, dtype=np.float64).copy()
 
 
-@PRE_AGGREGATORS.register(
+@pre_aggregator(
     "bucketing",
     params=(Param("s", int, 2, "bucket size", low=1),),
     summary="Shuffle the updates (seeded) and replace them by the means of buckets of s.",
+    symmetric=False,
     paper="Karimireddy et al., ICLR 2022",
     cost="O(n d)",
     seeded=True,

@@ -7,15 +7,45 @@ run's strategy (reset per run). Adaptive ones follow Reddi et al., ICLR 2021, Al
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from velocity.registry import Param, Registry
 
-__all__ = ["SERVER_OPTIMIZERS", "adagrad", "adam", "momentum", "sgd", "yogi"]
+__all__ = [
+    "SERVER_OPTIMIZERS",
+    "ServerOptimizer",
+    "adagrad",
+    "adam",
+    "momentum",
+    "server_optimizer",
+    "sgd",
+    "yogi",
+]
 
-SERVER_OPTIMIZERS: Registry = Registry("server optimizer")
+ServerOptimizer = Callable[..., np.ndarray]
+"""``(params (d,) float32, aggregate (d,) float32, state: dict, **params) -> new params (d,)
+float32``; ``state`` is the run's own dict for this optimizer (momentum, moments, ...)."""
+
+SERVER_OPTIMIZERS: Registry[ServerOptimizer] = Registry("server optimizer")
+
+
+def server_optimizer(
+    name: str,
+    *,
+    params: tuple[Param, ...] = (),
+    summary: str,
+    paper: str = "",
+    cost: str = "",
+    aliases: tuple[str, ...] = (),
+) -> Callable[[ServerOptimizer], ServerOptimizer]:
+    """Register a server optimizer (see :data:`ServerOptimizer`)."""
+    return SERVER_OPTIMIZERS.register(
+        name, params=params, summary=summary, paper=paper, cost=cost, aliases=aliases
+    )
+
 
 _LR = Param("lr", float, 1.0, "server learning rate", low=0.0, low_open=True)
 _ADAPTIVE_LR = Param("lr", float, 0.01, "server learning rate eta", low=0.0, low_open=True)
@@ -25,7 +55,7 @@ _TAU = Param("tau", float, 1e-3, "adaptivity tau (denominator offset)", low=0.0,
 _REDDI = "Reddi et al., 'Adaptive Federated Optimization', ICLR 2021"
 
 
-@SERVER_OPTIMIZERS.register(
+@server_optimizer(
     "sgd",
     params=(_LR,),
     summary="Plain server step: params + lr * aggregate (FedAvg with lr=1).",
@@ -39,7 +69,7 @@ def sgd(
     return (params + np.float32(lr) * aggregate).astype(np.float32)
 
 
-@SERVER_OPTIMIZERS.register(
+@server_optimizer(
     "momentum",
     params=(_LR, Param("beta", float, 0.9, "momentum", low=0.0, high=1.0, high_open=True)),
     summary="Server momentum (FedAvgM): v = beta v + aggregate; params + lr v.",
@@ -80,7 +110,7 @@ def _apply(
     return (params + lr * first / (np.sqrt(second) + tau)).astype(np.float32)
 
 
-@SERVER_OPTIMIZERS.register(
+@server_optimizer(
     "adam",
     params=(_ADAPTIVE_LR, _BETA1, _BETA2, _TAU),
     summary="FedAdam: v = beta2 v + (1-beta2) d^2; params + lr m / (sqrt(v) + tau).",
@@ -104,7 +134,7 @@ def adam(
     return _apply(params, first, second, lr, tau)
 
 
-@SERVER_OPTIMIZERS.register(
+@server_optimizer(
     "yogi",
     params=(_ADAPTIVE_LR, _BETA1, _BETA2, _TAU),
     summary="FedYogi: v = v - (1-beta2) d^2 sign(v - d^2); params + lr m / (sqrt(v) + tau).",
@@ -129,7 +159,7 @@ def yogi(
     return _apply(params, first, second, lr, tau)
 
 
-@SERVER_OPTIMIZERS.register(
+@server_optimizer(
     "adagrad",
     params=(_ADAPTIVE_LR, _BETA1, _TAU),
     summary="FedAdagrad: v = v + d^2; params + lr m / (sqrt(v) + tau).",

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from velocity.artifacts import write_bytes_atomic
 from velocity.errors import InputError
+from velocity.plugins import copy_name, source_of
 from velocity.records import check_target_accuracy, utc_now, utc_stamp
 from velocity.spec import RunSpec
 from velocity.sweepdir import (
@@ -130,8 +132,35 @@ _MANIFEST_TEMP = re.compile(r"\.manifest\.json\..+\.tmp")
 
 
 def _user_entries(out_dir: Path) -> Iterator[Path]:
-    """Entries of a folder other than a manifest temp file a sweep killed at its start left."""
-    return (p for p in out_dir.iterdir() if not _MANIFEST_TEMP.fullmatch(p.name))
+    """Entries of a folder other than what a sweep killed before its manifest left (a manifest
+    temp file, the plug-in copies written just before it)."""
+    return (
+        p
+        for p in out_dir.iterdir()
+        if not _MANIFEST_TEMP.fullmatch(p.name) and not (p.name == "plugins" and p.is_dir())
+    )
+
+
+def sweep_plugins(specs: Sequence[RunSpec]) -> list[dict[str, str]]:
+    """Every plug-in record of the sweep's runs, sorted by name; two different sources under
+    one file name would overwrite each other's copy, so they are an InputError."""
+    records: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        for record in spec.plugins:
+            name = copy_name(record)
+            known = records.setdefault(name, dict(record))
+            if known["sha256"] != record["sha256"]:
+                raise InputError(
+                    f"two different plug-ins are named {record['name']!r} in this sweep (run "
+                    f"{spec.name!r}); give them different file names"
+                )
+    return [records[name] for name in sorted(records)]
+
+
+def _write_plugins(out_dir: Path, records: Sequence[Mapping[str, str]]) -> None:
+    """Copy every plug-in's source into ``plugins/`` (the sweep travels with them)."""
+    for record in records:
+        write_bytes_atomic(out_dir / "plugins" / copy_name(record), source_of(record))
 
 
 def _clean_temp_files(out_dir: Path, names: Sequence[str]) -> None:
@@ -183,6 +212,7 @@ def _new_manifest(specs: Sequence[RunSpec], command: list[str], workers: int) ->
         "complete": False,
         "runs": [s.name for s in specs],
         "configs": {s.name: config_payload(s) for s in specs},
+        "plugins": sweep_plugins(specs),
         "parallel": workers,
         "resumes": [],
         **collect_environment(),
@@ -231,6 +261,7 @@ def run_sweep(
         manifest = _new_manifest(specs, command, workers)
         out_dir.mkdir(parents=True, exist_ok=True)
         _clean_temp_files(out_dir, [])
+        _write_plugins(out_dir, manifest["plugins"])
     write_manifest(out_dir, manifest)
     for spec in specs:
         if not (out_dir / spec.name / "config.json").exists():
@@ -307,7 +338,8 @@ def _run_tasks(
     failed = 0
     by_name = {spec.name: spec for spec in todo}
     for spec in todo:
-        executor.submit(RunTask(spec.name, spec.canonical()))
+        files = {copy_name(r): source_of(r) for r in spec.plugins}
+        executor.submit(RunTask(spec.name, spec.canonical(), files))
     while executor.pending:
         done = executor.wait(timeout=0.5)
         for task in done:

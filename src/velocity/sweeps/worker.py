@@ -22,14 +22,20 @@ def init_worker() -> None:
     os.environ.update(BLAS_THREAD_ENV)
 
 
-def execute_run(spec_data: Mapping[str, Any]) -> dict[str, Any]:
+def execute_run(
+    spec_data: Mapping[str, Any], files: Mapping[str, bytes] | None = None
+) -> dict[str, Any]:
     """Run one spec to the end: ``{"summary": summary.json content, "rounds": [...]}``.
 
-    A run that cannot start on its data, or fails, is a recorded ``failed`` result.
+    ``files`` are the plug-in sources the spec needs (loaded only if their sha256 is the one
+    the spec records). A run that cannot start on its data, or fails, is a recorded ``failed``
+    result.
     """
+    from velocity.plugins import provide_sources
     from velocity.simulation import RunResult, run_simulation
     from velocity.spec import RunSpec
 
+    provide_sources(files or {}, origin="task")
     spec = RunSpec.model_validate(dict(spec_data))
     started_at, t_start = utc_now(), time.perf_counter()
     try:

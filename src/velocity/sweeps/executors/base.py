@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -18,10 +18,13 @@ __all__ = ["Executor", "RunTask", "TaskResult"]
 
 @dataclass(frozen=True)
 class RunTask:
-    """One run to execute: its name and canonical spec (plain JSON data, never a live object)."""
+    """One run to execute: its name, canonical spec (plain JSON data, never a live object) and
+    the source files it needs besides velocity (plug-ins: copy name -> bytes, each checked
+    against the sha256 the spec records before it is loaded)."""
 
     name: str
     spec: Mapping[str, Any]
+    files: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ class LocalExecutor(Executor):
 
     def submit(self, task: RunTask) -> None:
         with blas_env_for_children():
-            future = self._pool.submit(execute_run, dict(task.spec))
+            future = self._pool.submit(execute_run, dict(task.spec), dict(task.files))
         self._futures[future] = task.name
 
     def wait(self, timeout: float) -> list[TaskResult]:
