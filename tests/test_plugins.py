@@ -84,8 +84,11 @@ def test_the_contract_checks_catch_broken_aggregators(inline: list[str]) -> None
     def first_row(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return updates[0].copy()
 
+    calls = []
+
     def unseeded(updates: np.ndarray, weights: np.ndarray, *, rng: Any) -> np.ndarray:
-        return updates[int(np.random.default_rng().integers(len(updates)))].copy()
+        calls.append(1)  # ignores its rng: a different output on every call
+        return updates[len(calls) % len(updates)].copy()
 
     _register(inline, "t_mutates", mutates)
     _register(inline, "t_float64", float64)

@@ -65,7 +65,18 @@ def _strategy_writes_mu(strategy: Any) -> bool:
 _OMITTED_WHEN_EMPTY = ("plugins",)
 
 
-class RunSpec(BaseModel):
+class _SpecMeta(type(BaseModel)):  # type: ignore[misc]
+    """``RunSpec(...)`` raises a one-line SpecError naming the field (``model_validate`` keeps
+    pydantic's ValidationError, which callers format with their own source)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, cls.__name__)) from None
+
+
+class RunSpec(BaseModel, metaclass=_SpecMeta):
     """One run. Unknown fields are rejected; every value is validated; instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)

@@ -243,19 +243,22 @@ def leaderboard_command(
     attack: str | None = typer.Option(
         None, "--attack", help="Only runs under this attack ('none' for no attack)."
     ),
+    sweep: Path | None = typer.Option(
+        None, "--sweep", help="Rank the runs of this sweep folder (read from it, not the store)."
+    ),
     store: Path | None = STORE_OPTION,
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Rank configurations over seeds: mean, std, 95% CI, significance vs the best."""
-    from velocity.leaderboards import build_leaderboard, check_metric
-    from velocity.records import check_target_accuracy
-    from velocity.store import open_store
+    from velocity.api import leaderboard
 
-    check_metric(metric)
-    check_target_accuracy(target)
-    with open_store(_existing_store_path(store)) as run_store:
-        records = run_store.list_runs(with_rounds=metric == "rounds-to-target")
-    board = build_leaderboard(records, metric, target=target, dataset=dataset, attack=attack)
+    if sweep is None:
+        store = _existing_store_path(store)
+    elif store is not None:
+        raise InputError("give either --sweep (its own runs) or --store, not both")
+    board = leaderboard(
+        sweep, metric=metric, target=target, dataset=dataset, attack=attack, store=store
+    )
     if json_output:
         print_json(_clean(board.to_dict()))
     else:
