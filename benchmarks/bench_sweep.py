@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from velocity.experiment import expand_experiment
-from velocity.simulation import TIMING_METRICS
-from velocity.sweeps import _cpu_model, run_sweep
+from velocity.records import TIMING_METRICS
+from velocity.sweeps import run_sweep
+from velocity.sweeps.environment import cpu_model
 
 
 def _metrics_text(path: Path) -> str:
@@ -53,7 +54,7 @@ def main() -> None:
         "bench",
     )
     assert len(specs) == 8
-    print(f"host: {platform.platform()}, {_cpu_model()}, {os.cpu_count()} cores")
+    print(f"host: {platform.platform()}, {cpu_model()}, {os.cpu_count()} cores")
     # Other processes on the machine distort a parallel speed-up: report the load with it.
     print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(

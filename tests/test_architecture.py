@@ -166,3 +166,16 @@ def test_a_cycle_is_caught(tmp_path: Path) -> None:
         },
     )
     assert cycles(import_graph(package)) == [["report", "store", "sweep", "report"]]
+
+
+@pytest.mark.parametrize(
+    "script", sorted((PACKAGE.parents[1] / "benchmarks").glob("*.py")), ids=lambda p: p.name
+)
+def test_every_benchmark_script_imports_what_exists(script: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr

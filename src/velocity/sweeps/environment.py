@@ -13,7 +13,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BLAS_THREAD_ENV", "blas_env_for_children", "collect_environment", "installed_packages"]
+__all__ = [
+    "BLAS_THREAD_ENV",
+    "blas_env_for_children",
+    "collect_environment",
+    "cpu_model",
+    "installed_packages",
+]
 
 BLAS_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -51,7 +57,7 @@ def installed_packages() -> dict[str, str]:
     return dict(sorted(packages.items()))
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.lower().startswith("model name"):
@@ -121,7 +127,7 @@ def collect_environment(cwd: Path | None = None) -> dict[str, Any]:
             "os": platform.platform(),
             "system": platform.system(),
             "machine": platform.machine(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "cores": os.cpu_count(),
             "memory_bytes": _memory_bytes(),
         },
