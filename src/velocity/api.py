@@ -209,9 +209,13 @@ def reproduce(
     out: str | Path | None = None,
     runs: Sequence[str] | None = None,
     parallel: int | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_verified: Callable[..., None] | None = None,
+    command: Sequence[str] | None = None,
 ) -> ReproductionReport:
     """Verify an archive, re-run its runs with the archived specs and compare them;
-    ``report.exit_code`` is 1 on any mismatch when ``check`` is true."""
+    ``report.exit_code`` is 1 on any mismatch when ``check`` is true. ``on_verified(sweep,
+    drift, platform_notes)`` is called once the archive verified, before any run."""
     from velocity.archives import reproduce_archive
 
     return reproduce_archive(
@@ -222,7 +226,9 @@ def reproduce(
         tolerance=tolerance,
         runs=runs,
         parallel=parallel,
-        command=list(sys.argv),
+        command=list(command) if command is not None else None,
+        on_event=on_event,
+        on_verified=on_verified,
     )
 
 

@@ -121,9 +121,9 @@ def archive_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> int:
     """Pack a finished sweep into one deterministic RO-Crate zip (Process Run Crate 0.5)."""
-    from velocity.archives import archive_sweep
+    from velocity.api import archive
 
-    result = archive_sweep(
+    result = archive(
         out_dir,
         output,
         author=author,
@@ -185,13 +185,13 @@ def reproduce_command(
     ),
 ) -> int:
     """Verify an archive, re-run its runs with the archived specs and compare the results."""
-    from velocity.archives import reproduce_archive
+    from velocity.api import reproduce
     from velocity.artifacts import encode_floats
 
     selected = parse_run_names(runs, more_runs)
-    report = reproduce_archive(
+    report = reproduce(
         archive,
-        out,
+        out=out,
         check=check,
         exact=exact,
         tolerance=tolerance,
@@ -270,10 +270,10 @@ def inspect_command(
     json_output: bool = typer.Option(False, "--json", help="Print the description as JSON."),
 ) -> int:
     """Show what an archive holds and whether it verifies, without running anything."""
-    from velocity.archives import inspect_archive
+    from velocity.api import inspect
     from velocity.artifacts import encode_floats
 
-    info = inspect_archive(archive)
+    info = inspect(archive)
     if json_output:
         print_json(encode_floats(info.to_json()))
     else:
