@@ -8,6 +8,7 @@ plug-in guard) in this process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -245,6 +246,32 @@ def test_list_components_covers_every_registry(toolbox: Toolbox) -> None:
     assert toolbox.call("list_components", {"kind": "models"}).keys() == {"models"}
 
 
+def test_a_failure_reaches_the_client_as_one_line_never_a_traceback(toolbox: Toolbox) -> None:
+    pytest.importorskip("mcp")
+    from mcp import Client
+
+    from velocity.mcp.server import build_server
+
+    def broken(args: Any, progress: Any) -> dict[str, Any]:
+        raise RuntimeError("boom\nsecond line")
+
+    tool = toolbox.tools["list_components"]
+    toolbox.tools["list_components"] = dataclasses.replace(tool, handler=broken)
+
+    async def session() -> None:
+        async with Client(build_server(toolbox)) as client:
+            failed = await client.call_tool("list_components", {})
+            assert failed.is_error
+            assert failed.content[0].text == "internal error in list_components (RuntimeError: boom"
+            bad = await client.call_tool("validate_spec", {"spec": {"partition": "dirichlet:a=1"}})
+            assert bad.is_error
+            assert bad.content[0].text == (
+                "spec: partition: partition 'dirichlet': unknown parameter 'a'; allowed: alpha"
+            )
+
+    asyncio.run(session())
+
+
 # ----------------------------------------------------------------------------- over stdio
 
 
@@ -261,16 +288,22 @@ def _client_env(home: Path) -> dict[str, str]:
 
 @asynccontextmanager
 async def _server(workspace: Path, home: Path, *options: str) -> AsyncIterator[Any]:
+    """The server as a client launches it; its stderr (its log) goes to ``home/../server.log``
+    and must hold no traceback."""
     from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
 
     params = StdioServerParameters(
         command=str(VELOCITY),
         args=["mcp", "--workspace", str(workspace), *options],
         env=_client_env(home),
     )
-    # The timeout only keeps a broken server from hanging the suite; it measures nothing.
-    async with Client(params, read_timeout_seconds=600) as client:
-        yield client
+    log = home.parent / "server.log"
+    with log.open("a", encoding="utf-8") as errlog:
+        # The timeout only keeps a broken server from hanging the suite; it measures nothing.
+        async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=600) as client:
+            yield client
+    assert "Traceback" not in log.read_text(encoding="utf-8"), log.read_text(encoding="utf-8")
 
 
 async def _call(client: Any, tool: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
@@ -372,8 +405,18 @@ async def _agent_session(ws: Path, home: Path, outside: Path) -> None:
             await client.call_tool("nope", {})
 
         # One 3-round run, recorded in the workspace's own store.
-        run = await _ok(client, "run", {"spec": {**TINY, "name": "r3", "seed": 7}})
-        assert run["status"] == "complete" and len(run["rounds"]) == 3
+        seen: list[tuple[float, float | None]] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            seen.append((done, total))
+
+        result = await client.call_tool(
+            "run", {"spec": {**TINY, "name": "r3", "seed": 7}}, progress_callback=on_progress
+        )
+        run = result.structured_content
+        assert not result.is_error and run["status"] == "complete" and len(run["rounds"]) == 3
+        assert seen == [(1, 3), (2, 3), (3, 3)]  # one progress notification per round
+        assert json.loads(result.content[0].text) == run
         shown = await _ok(client, "show_run", {"run": run["run_id"]})
         assert shown["name"] == "r3" and shown["fingerprint"] == run["fingerprint"]
 
@@ -528,6 +571,11 @@ def test_sweeps_are_bounded_cancelled_and_stopped_with_the_server(tmp_path: Path
         # The client closed the server's stdin while "second" ran.
 
     asyncio.run(session())
+    # multiprocessing's resource tracker leaves on its own once the server is gone: give it
+    # time (a hang guard, not a speed check).
+    deadline = time.monotonic() + 60
+    while _processes_in(ws.resolve()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _processes_in(ws.resolve()) == [], "the server or a sweep worker outlived the session"
     for name in ("first", "second"):
         manifest = json.loads((ws / "sweeps" / name / "manifest.json").read_text())
@@ -566,8 +614,28 @@ def test_plugins_load_only_from_the_workspace_when_allowed(tmp_path: Path) -> No
                 await _refused(
                     client, "run", {"spec": {**TINY, "plugins": [value]}}, OUTSIDE_MESSAGE
                 )
+            sweep = {"runs": [spec, {**TINY, "name": "plain"}], "name": "p"}
+            await _ok(client, "sweep", sweep)
+            assert (await _wait(client, "p"))["exit_code"] == 0
+            await _ok(client, "archive", {"sweep": "p"})
+            reproduced = await _ok(client, "reproduce", {"archive": "sweeps/p.crate.zip"})
+            assert reproduced["verdict"] == "reproduced"
+
+    async def without_plugins() -> None:
+        # The sweep and the archive carry the plug-in's code: a server without --allow-plugins
+        # refuses to load it, in one line.
+        async with _server(ws, home) as client:
+            for tool, arguments in (
+                ("leaderboard", {"sweep": "p"}),
+                ("sweep_status", {"sweep": "p"}),
+                ("reproduce", {"archive": "sweeps/p.crate.zip"}),
+            ):
+                await _refused(client, tool, arguments, "config.json: plugins: plug-in")
+            info = await _ok(client, "inspect_archive", {"archive": "sweeps/p.crate.zip"})
+            assert info["verified"] is False and "--allow-plugins" in info["problem"]
 
     asyncio.run(session())
+    asyncio.run(without_plugins())
     assert not (outside / "EXECUTED").exists()
 
 
