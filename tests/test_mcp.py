@@ -287,7 +287,9 @@ def _client_env(home: Path) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def _server(workspace: Path, home: Path, *options: str) -> AsyncIterator[Any]:
+async def _server(
+    workspace: Path, home: Path, *options: str, mode: str = "auto"
+) -> AsyncIterator[Any]:
     """The server as a client launches it; its stderr (its log) goes to ``home/../server.log``
     and must hold no traceback."""
     from mcp import Client, StdioServerParameters
@@ -301,7 +303,8 @@ async def _server(workspace: Path, home: Path, *options: str) -> AsyncIterator[A
     log = home.parent / "server.log"
     with log.open("a", encoding="utf-8") as errlog:
         # The timeout only keeps a broken server from hanging the suite; it measures nothing.
-        async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=600) as client:
+        transport = stdio_client(params, errlog=errlog)
+        async with Client(transport, read_timeout_seconds=600, mode=mode) as client:
             yield client
     assert "Traceback" not in log.read_text(encoding="utf-8"), log.read_text(encoding="utf-8")
 
@@ -637,6 +640,24 @@ def test_plugins_load_only_from_the_workspace_when_allowed(tmp_path: Path) -> No
     asyncio.run(session())
     asyncio.run(without_plugins())
     assert not (outside / "EXECUTED").exists()
+
+
+def test_clients_of_the_handshake_era_are_served_too(tmp_path: Path) -> None:
+    pytest.importorskip("mcp")
+    ws, home = tmp_path / "ws", tmp_path / "home"
+    home.mkdir()
+
+    async def session() -> None:
+        async with _server(ws, home, mode="legacy") as client:
+            from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+            assert client.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+            assert len((await client.list_tools()).tools) == 11
+            await _refused(client, "validate_spec", {"spec": {"lr": 0}}, "spec: lr: Input should")
+            valid = await _ok(client, "validate_spec", {"spec": {"lr": 0.1}, "check_data": False})
+            assert valid["runs"][0]["spec"]["lr"] == 0.1
+
+    asyncio.run(session())
 
 
 def test_without_the_sdk_velocity_mcp_exits_2_with_the_install_hint(tmp_path: Path) -> None:
