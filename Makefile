@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/activate
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,mcp]"
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

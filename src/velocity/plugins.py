@@ -18,7 +18,7 @@ import importlib.util
 import re
 import sys
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ __all__ = [
     "load_plugin",
     "load_plugins",
     "provide_sources",
+    "set_load_guard",
     "source_of",
 ]
 
@@ -60,6 +61,23 @@ class Plugin:
 _SOURCES: dict[str, tuple[str, bytes, str]] = {}  # sha256 -> (name, source, origin)
 _LOADED: dict[str, Plugin] = {}  # sha256 -> plug-in
 _BASE_DIR: ContextVar[Path | None] = ContextVar("velocity_plugin_base_dir", default=None)
+_LOAD_GUARD: list[Callable[[str, str, str], None]] = []
+
+
+def set_load_guard(guard: Callable[[str, str, str], None] | None) -> None:
+    """Install (None: remove) a process-wide check that runs before a plug-in named by a spec,
+    a sweep folder or an archive is read or executed: ``guard(kind, name, origin)`` with kind
+    ``"file"`` (a .py file at ``origin``), ``"copy"`` (a sweep's or archive's copy, ``origin``
+    its folder) or ``"module"`` (an installed module); it raises InputError to refuse. Plug-in
+    packages found through entry points are installed by the operator and never guarded.
+
+    The MCP server uses it so that an agent's spec cannot read or run code it may not."""
+    _LOAD_GUARD[:] = [guard] if guard is not None else []
+
+
+def _guard(kind: str, name: str, origin: str) -> None:
+    for guard in _LOAD_GUARD:
+        guard(kind, name, origin)
 
 
 @contextlib.contextmanager
@@ -145,6 +163,7 @@ def _load_file(path: Path) -> Plugin:
             "a plug-in file name uses letters, digits and _ . + - and ends in .py",
             source=str(path),
         )
+    _guard("file", path.name, str(path))
     try:
         source = path.read_bytes()
     except FileNotFoundError:
@@ -197,13 +216,16 @@ def _load_record(record: Mapping[str, Any]) -> Plugin:
         return _LOADED[sha]
     if sha in _SOURCES:
         _, source, origin = _SOURCES[sha]
+        _guard("copy", name, origin)
         return _load_source(name, source, origin)
     if name.endswith(".py"):
         folder = _BASE_DIR.get() or Path.cwd()
         candidate = folder / name
+        _guard("file", name, str(candidate))
         if candidate.is_file() and _sha(candidate.read_bytes()) == sha:
             return _load_file(candidate)
     elif _MODULE_NAME.match(name):
+        _guard("module", name, name)
         try:
             source, origin = _module_source(name)
         except InputError:
@@ -231,6 +253,7 @@ def load_plugin(ref: str | Mapping[str, Any]) -> Plugin:
         return _load_file(path)
     if not _MODULE_NAME.match(text):
         raise InputError(f"a plug-in is a .py file or a module name like mypkg.aggs, got {ref!r}")
+    _guard("module", text, text)
     return _load_module(text)
 
 

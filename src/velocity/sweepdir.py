@@ -465,15 +465,15 @@ def read_run(
     try:
         spec_data, fingerprint = _check_config(name, config)
         spec = RunSpec.model_validate(spec_data)
-    except ValueError as exc:
-        raise InputError(str(exc), source=source.label) from None
-    except ValidationError as exc:
+    except ValidationError as exc:  # before ValueError, its base class: one line, not pydantic's
         from velocity.spec import format_validation_error
 
         raise InputError(
             f"invalid spec: {format_validation_error(exc, f'{name}/config.json')}",
             source=source.label,
         ) from None
+    except ValueError as exc:
+        raise InputError(str(exc), source=source.label) from None
     run = SweepRun(
         name=name,
         spec=spec,

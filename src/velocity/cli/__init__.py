@@ -17,6 +17,7 @@ from velocity.errors import InputError
 from velocity.cli import archive as _archive  # noqa: F401  isort: skip
 from velocity.cli import attacks as _attacks  # noqa: F401  isort: skip
 from velocity.cli import info as _info  # noqa: F401  isort: skip
+from velocity.cli import mcp as _mcp  # noqa: F401  isort: skip
 from velocity.cli import run as _run  # noqa: F401  isort: skip
 from velocity.cli import strategies as _strategies  # noqa: F401  isort: skip
 from velocity.cli import store as _store  # noqa: F401  isort: skip
