@@ -188,9 +188,7 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
     @classmethod
     def _check_sampling(cls, value: str) -> str:
         if value not in CLIENT_SAMPLINGS.names():
-            raise ValueError(
-                f"must be one of {', '.join(CLIENT_SAMPLINGS.names())}, got {value!r}"
-            )
+            raise ValueError(f"must be one of {', '.join(CLIENT_SAMPLINGS.names())}, got {value!r}")
         return value
 
     @field_validator("accountant")

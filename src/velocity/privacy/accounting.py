@@ -132,8 +132,7 @@ def _rdp_epsilons(event: Any, relation: Any, delta: float, counts: Sequence[int]
         orders = accountant._orders
         # compose(event, c) adds c * (the event's RDP) to zeros: the same floats as c * one.
         return [
-            0.0 if c == 0 else float(rdp.compute_epsilon(orders, c * one, delta)[0])
-            for c in counts
+            0.0 if c == 0 else float(rdp.compute_epsilon(orders, c * one, delta)[0]) for c in counts
         ]
 
 

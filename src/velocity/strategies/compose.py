@@ -306,9 +306,7 @@ class Strategy:
         """Whether the server adds DP noise (so a round with no client still moves the model)."""
         return self._privacy is not None and self._privacy.entry.obj.side == "server"
 
-    def privatize(
-        self, updates: np.ndarray, client_ids: Any, round_index: int
-    ) -> np.ndarray:
+    def privatize(self, updates: np.ndarray, client_ids: Any, round_index: int) -> np.ndarray:
         """The client-side recipe: local DP clips and noises each client's update before it is
         sent (``client_ids[i]`` owns row i); without local DP, ``updates`` unchanged."""
         stage = self._privacy
@@ -344,10 +342,12 @@ class Strategy:
         adaptive = params.get("target_quantile") is not None
         count_std = 0.0
         if adaptive:
-            count_std = params.get("count_stddev")
-            if count_std is None:
-                count_std = default_count_stddev(expected) if z > 0 else 0.0
-            z = value_noise_multiplier(z, float(count_std))
+            given = params.get("count_stddev")
+            if given is not None:
+                count_std = float(given)
+            elif z > 0:
+                count_std = default_count_stddev(expected)
+            z = value_noise_multiplier(z, count_std)
         rng = child_rng(self.seed, "dp", round_index)
         out, norms = dp_fedavg(updates, clip_norm, z * clip_norm, expected, rng)
         self.round_record = _clip_record(clip_norm, norms)
