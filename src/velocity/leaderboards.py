@@ -346,6 +346,8 @@ def build_leaderboard(
     """
     check_metric(metric)
     check_cost(cost)
+    if cost != "comm-cost" and metric != "pareto":
+        raise InputError(f"--cost is pareto's cost: give it with --metric pareto, not {metric}")
     check_target_accuracy(target)
     spec_info = LEADERBOARD_METRICS[metric]
     finished = _latest_per_run(records)

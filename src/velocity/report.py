@@ -22,6 +22,7 @@ from velocity.artifacts import write_bytes_atomic, write_json_atomic, write_text
 from velocity.attacks import ATTACKS
 from velocity.records import rounds_to_target
 from velocity.registry import format_component
+from velocity.spec import RunSpec
 from velocity.strategies import AGGREGATORS, PRE_AGGREGATORS, SERVER_OPTIMIZERS
 from velocity.sweepdir import SweepData
 
@@ -601,12 +602,39 @@ def _seed_bands(comparison: Mapping[str, Any]) -> Figure:
     return figure
 
 
+def _noise_free_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec without what a frontier line varies along: name, seed and noise multiplier."""
+    out = {k: v for k, v in spec.items() if k not in ("name", "seed")}
+    strategy = dict(out.get("strategy") or {})
+    if strategy.get("privacy"):
+        strategy["privacy"] = {
+            k: v for k, v in strategy["privacy"].items() if k != "noise_multiplier"
+        }
+    out["strategy"] = strategy
+    return out
+
+
+def _field(spec: Mapping[str, Any], key: str) -> Any:
+    """A canonical spec's field, its default when the canonical JSON leaves it out."""
+    if key in spec:
+        return spec[key]
+    field = RunSpec.model_fields.get(key)
+    return None if field is None else field.default
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, Mapping) and "type" in value:
+        return format_component(str(value["type"]), {k: v for k, v in value.items() if k != "type"})
+    return str(value)
+
+
 def _frontier_points(
     comparison: Mapping[str, Any],
 ) -> dict[str, list[tuple[float, float, int]]]:
-    """Frontier line -> ``(epsilon, accuracy, runs)`` per configuration, means over seeds;
-    a non-private configuration (or noise 0) has epsilon ``inf``."""
-    grouped: dict[str, tuple[str, list[float], list[float]]] = {}
+    """Frontier line label -> ``(epsilon, accuracy, seeds)`` per configuration (means over
+    seeds); a non-private configuration (or noise 0) has epsilon ``inf``. Runs share a line
+    when their specs differ only in noise multiplier and seed."""
+    configs: dict[str, tuple[dict[str, Any], list[float], list[float]]] = {}
     for entry in comparison["runs"]:
         accuracy = _finite(entry["final"].get("test_accuracy"))
         if accuracy is None or entry["status"] not in ("complete", "diverged"):
@@ -614,16 +642,30 @@ def _frontier_points(
         epsilon = entry["final"].get("epsilon") if _is_private(entry) else math.inf
         if not isinstance(epsilon, int | float) or math.isnan(epsilon):
             continue
-        key = entry["fingerprint_without_seed"]
-        _, epsilons, accuracies = grouped.setdefault(key, (frontier_label(entry["spec"]), [], []))
+        _, epsilons, accuracies = configs.setdefault(
+            entry["fingerprint_without_seed"], (entry["spec"], [], [])
+        )
         epsilons.append(float(epsilon))
         accuracies.append(accuracy)
-    lines: dict[str, list[tuple[float, float, int]]] = {}
-    for label, epsilons, accuracies in grouped.values():
+    lines: dict[str, tuple[dict[str, Any], list[tuple[float, float, int]]]] = {}
+    for spec, epsilons, accuracies in configs.values():
+        key = json.dumps(_noise_free_spec(spec), sort_keys=True)
         mean_eps = math.inf if math.inf in epsilons else math.fsum(epsilons) / len(epsilons)
         point = (mean_eps, math.fsum(accuracies) / len(accuracies), len(accuracies))
-        lines.setdefault(label, []).append(point)
-    return {label: sorted(points) for label, points in lines.items()}
+        lines.setdefault(key, (_noise_free_spec(spec), []))[1].append(point)
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for spec, _ in lines.values():
+        by_label.setdefault(frontier_label(spec), []).append(spec)
+    out: dict[str, list[tuple[float, float, int]]] = {}
+    for spec, points in lines.values():
+        label = frontier_label(spec)
+        twins = by_label[label]
+        if len(twins) > 1:  # same strategy, other settings: name the settings that differ
+            keys = sorted({k for t in twins for k in t})
+            differing = [k for k in keys if any(_field(t, k) != _field(spec, k) for t in twins)]
+            label += " (" + ", ".join(f"{k}={_short(_field(spec, k))}" for k in differing) + ")"
+        out[label] = sorted(points)
+    return out
 
 
 def _frontier(comparison: Mapping[str, Any]) -> Figure:

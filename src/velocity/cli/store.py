@@ -211,7 +211,11 @@ def _print_leaderboard(board: Leaderboard) -> None:
         table.add_column(column, justify="right" if column in ("#", "n", "mean", "std") else "left")
     if board.metric == "rounds-to-target":
         table.add_column("reached", justify="right")
-    show_epsilon = board.cost != "epsilon" and any("epsilon" in r.extra for r in board.rows)
+    show_epsilon = (
+        board.cost != "epsilon"
+        and board.metric != "epsilon"
+        and any("epsilon" in r.extra for r in board.rows)
+    )
     if show_epsilon:
         table.add_column("ε", justify="right")
     if board.metric == "pareto":
