@@ -534,7 +534,9 @@ def _heatmap(comparison: Mapping[str, Any]) -> Figure:
         ]
         for s in strategies
     ]
-    figure = _new_figure(2.2 + 1.3 * len(attacks), 1.6 + 0.5 * len(strategies))
+    # Room for the strategy labels (a private chain's is long) beside the cells.
+    label_width = 0.07 * max((len(s) for s in strategies), default=0)
+    figure = _new_figure(2.2 + 1.3 * len(attacks) + label_width, 1.6 + 0.5 * len(strategies))
     ax = figure.subplots()
     image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(attacks)), attacks, rotation=30, ha="right", fontsize=8)
