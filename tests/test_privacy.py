@@ -186,7 +186,7 @@ def test_recorded_epsilon_equals_dp_accountings_rdp(sampling: str) -> None:
 
 
 def test_pld_epsilon_equals_a_pld_accountant_composing_each_round() -> None:
-    epsilons = central_epsilons("pld", "poisson", 50, 5, 1.1, 1e-5, 3)
+    epsilons = central_epsilons("pld", "poisson", 50, 5, 1.1, 1e-5, 2)
     accountant = pld.PLDAccountant()
     for epsilon in epsilons:
         accountant.compose(dpa.PoissonSampledDpEvent(0.1, dpa.GaussianDpEvent(1.1)))
