@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "velocity"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors", "seeds", "registry", "artifacts", "records"),
-    ("data", "models", "strategies", "attacks"),  # kernels: arrays in, arrays out
+    # kernels: arrays in, arrays out (federation: who takes part; privacy: DP mechanisms)
+    ("data", "models", "federation", "privacy", "strategies", "attacks"),
     ("plugins", "testing"),
     ("spec",),
     ("experiment",),

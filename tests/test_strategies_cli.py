@@ -7,6 +7,7 @@ import json
 import pytest
 
 from velocity.cli import main
+from velocity.privacy import PRIVACY_STAGES
 from velocity.strategies import AGGREGATORS, PRE_AGGREGATORS, PRESETS, SERVER_OPTIMIZERS
 
 
@@ -15,6 +16,7 @@ def test_strategies_json_lists_every_entry_and_preset(capsys: pytest.CaptureFixt
     payload = json.loads(capsys.readouterr().out)
     listed = {(e["family"], e["name"]) for e in payload["entries"]}
     expected = {
+        *(("privacy", n) for n in PRIVACY_STAGES.names()),
         *(("aggregator", n) for n in AGGREGATORS.names()),
         *(("pre-aggregator", n) for n in PRE_AGGREGATORS.names()),
         *(("server optimizer", n) for n in SERVER_OPTIMIZERS.names()),

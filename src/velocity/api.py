@@ -149,15 +149,23 @@ def leaderboard(
     dataset: str | None = None,
     attack: str | None = None,
     store: str | Path | RunStore | None = None,
+    cost: str = "comm-cost",
 ) -> Leaderboard:
     """Rank configurations over seeds. ``source`` is a sweep (its result or folder: its own
-    runs, read from the folder) or None (every run in the run store)."""
-    from velocity.leaderboards import build_leaderboard, check_metric, records_from_sweep
+    runs, read from the folder) or None (every run in the run store). ``cost``: what the
+    ``pareto`` metric trades accuracy against, ``comm-cost`` or ``epsilon``."""
+    from velocity.leaderboards import (
+        build_leaderboard,
+        check_cost,
+        check_metric,
+        records_from_sweep,
+    )
     from velocity.records import check_target_accuracy
     from velocity.sweepdir import read_sweep
     from velocity.sweeps import SweepResult
 
     check_metric(metric)
+    check_cost(cost)
     check_target_accuracy(target, "target")
     if source is not None:
         folder = source.out_dir if isinstance(source, SweepResult) else Path(source)
@@ -170,7 +178,9 @@ def leaderboard(
         finally:
             if owned:
                 run_store.close()
-    return build_leaderboard(records, metric, target=target, dataset=dataset, attack=attack)
+    return build_leaderboard(
+        records, metric, target=target, dataset=dataset, attack=attack, cost=cost
+    )
 
 
 def archive(

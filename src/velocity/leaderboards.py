@@ -21,9 +21,11 @@ from velocity.sweepdir import SweepData
 __all__ = [
     "CORRECTION",
     "LEADERBOARD_METRICS",
+    "PARETO_COSTS",
     "Leaderboard",
     "LeaderboardRow",
     "build_leaderboard",
+    "check_cost",
     "check_metric",
     "holm_adjust",
     "mean_confidence_interval",
@@ -103,8 +105,21 @@ LEADERBOARD_METRICS: dict[str, _Metric] = {
     "robustness": _Metric(
         False, "", "accuracy drop vs the matching no-attack run (same spec and seed)"
     ),
-    "pareto": _Metric(True, "", "Pareto fronts of final accuracy (up) and comm-cost (down)"),
+    "pareto": _Metric(True, "", "Pareto fronts of final accuracy (up) and a cost (down)"),
+    "epsilon": _Metric(False, "", "final privacy budget epsilon at the run's delta"),
 }
+
+
+def _is_private(record: RunRecord) -> bool:
+    return bool((record.spec.get("strategy") or {}).get("privacy"))
+
+
+def _final_epsilon(record: RunRecord) -> float | None:
+    """The run's final epsilon; ``inf`` for a run without privacy (it promises none)."""
+    if not _is_private(record):
+        return math.inf
+    value = record.final.get("epsilon")
+    return float(value) if isinstance(value, int | float) and not math.isnan(value) else None
 
 
 def _comm_megabytes(record: RunRecord) -> float | None:
@@ -114,6 +129,13 @@ def _comm_megabytes(record: RunRecord) -> float | None:
             int(r.get("bytes_up") or 0) + int(r.get("bytes_down") or 0) for r in record.rounds
         )
     return None if total is None else float(total) / 1e6
+
+
+PARETO_COSTS: dict[str, tuple[str, Callable[[RunRecord], float | None]]] = {
+    "comm-cost": ("comm_cost_mb", _comm_megabytes),
+    "epsilon": ("epsilon", _final_epsilon),
+}
+"""``--cost`` of the pareto metric: name -> (key in a row's ``extra``, value of a run)."""
 
 
 def _value_function(
@@ -132,6 +154,8 @@ def _value_function(
         return lambda r: float(r.wall_seconds) if r.wall_seconds is not None else None
     if metric == "comm-cost":
         return _comm_megabytes
+    if metric == "epsilon":
+        return lambda r: _final_epsilon(r) if _is_private(r) else None
 
     def drop(record: RunRecord) -> float | None:
         if not record.spec.get("attacks"):
@@ -180,9 +204,12 @@ class Leaderboard:
     target: float
     alpha: float
     rows: list[LeaderboardRow]
+    cost: str | None = None  # pareto's cost (PARETO_COSTS), None for the other metrics
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"cost": self.cost} if self.cost is not None else {}
         return {
+            **extra,
             "metric": self.metric,
             "higher_is_better": self.higher_is_better,
             "unit": self.unit,
@@ -284,6 +311,22 @@ def check_metric(metric: str) -> str:
     return metric
 
 
+def check_cost(cost: str) -> str:
+    """``cost`` when it is a pareto cost; InputError naming ``--cost`` otherwise."""
+    if cost not in PARETO_COSTS:
+        raise InputError(f"--cost must be one of {', '.join(PARETO_COSTS)}, got {cost!r}")
+    return cost
+
+
+def _mean_of(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if math.inf in present:
+        return math.inf
+    return math.fsum(present) / len(present)
+
+
 def build_leaderboard(
     records: Iterable[RunRecord],
     metric: str = "accuracy",
@@ -292,13 +335,19 @@ def build_leaderboard(
     dataset: str | None = None,
     attack: str | None = None,
     alpha: float = 0.05,
+    cost: str = "comm-cost",
 ) -> Leaderboard:
     """Rank configurations (runs grouped by fingerprint without seed) by ``metric``.
 
     Records need their rounds for ``rounds-to-target``. Failed and running runs are left out;
-    a (fingerprint, seed) stored twice counts once (its latest record).
+    a (fingerprint, seed) stored twice counts once (its latest record). ``cost`` is what
+    ``pareto`` trades accuracy against: ``comm-cost`` (MB) or ``epsilon`` (a run without
+    privacy costs ``inf``). A private configuration's rows carry its mean final ``epsilon``.
     """
     check_metric(metric)
+    check_cost(cost)
+    if cost != "comm-cost" and metric != "pareto":
+        raise InputError(f"--cost is pareto's cost: give it with --metric pareto, not {metric}")
     check_target_accuracy(target)
     spec_info = LEADERBOARD_METRICS[metric]
     finished = _latest_per_run(records)
@@ -312,8 +361,8 @@ def build_leaderboard(
     for key, members in groups.items():
         members.sort(key=lambda r: r.seed)
         values = [v for m in members if (v := value_of(m)) is not None and math.isfinite(v)]
-        if metric == "robustness" and not values:
-            continue  # no attack, or no matching baseline stored: robustness is undefined
+        if metric in ("robustness", "epsilon") and not values:
+            continue  # no attack/baseline, or no privacy: the metric is undefined
         mean = std = low = high = None
         if values:
             mean, std, low, high = mean_confidence_interval(values)
@@ -335,13 +384,24 @@ def build_leaderboard(
         )
         if metric == "rounds-to-target":
             row.extra["reached"] = f"{len(values)}/{len(members)}"
+        if _is_private(first):
+            row.extra["epsilon"] = _mean_of(_final_epsilon(m) for m in members)
         if metric == "pareto":
-            cost = [c for m in members if (c := _comm_megabytes(m)) is not None]
-            row.extra["comm_cost_mb"] = math.fsum(cost) / len(cost) if cost else None
+            key, cost_of = PARETO_COSTS[cost]
+            row.extra[key] = _mean_of(cost_of(m) for m in members)
+            row.extra["pareto_cost"] = key
         rows.append(row)
     rows = _rank(rows, metric, spec_info.higher_is_better)
     _mark_significance(rows, alpha)
-    return Leaderboard(metric, spec_info.higher_is_better, spec_info.unit, target, alpha, rows)
+    return Leaderboard(
+        metric,
+        spec_info.higher_is_better,
+        spec_info.unit,
+        target,
+        alpha,
+        rows,
+        cost if metric == "pareto" else None,
+    )
 
 
 def _rank(rows: list[LeaderboardRow], metric: str, higher: bool) -> list[LeaderboardRow]:
@@ -351,8 +411,12 @@ def _rank(rows: list[LeaderboardRow], metric: str, higher: bool) -> list[Leaderb
         return -row.mean if higher else row.mean
 
     if metric == "pareto":
-        scored = [r for r in rows if r.mean is not None and r.extra.get("comm_cost_mb") is not None]
-        fronts = _pareto_fronts([(r.mean or 0.0, r.extra["comm_cost_mb"]) for r in scored])
+        scored = [
+            r
+            for r in rows
+            if r.mean is not None and r.extra.get(r.extra["pareto_cost"]) is not None
+        ]
+        fronts = _pareto_fronts([(r.mean or 0.0, r.extra[r.extra["pareto_cost"]]) for r in scored])
         for row, front in zip(scored, fronts, strict=True):
             row.extra["pareto_front"] = front
     if metric == "rounds-to-target":

@@ -22,6 +22,7 @@ from velocity.artifacts import write_bytes_atomic, write_json_atomic, write_text
 from velocity.attacks import ATTACKS
 from velocity.records import rounds_to_target
 from velocity.registry import format_component
+from velocity.spec import RunSpec
 from velocity.strategies import AGGREGATORS, PRE_AGGREGATORS, SERVER_OPTIMIZERS
 from velocity.sweepdir import SweepData
 
@@ -35,7 +36,9 @@ __all__ = [
     "baseline_fingerprint",
     "build_comparison",
     "comparison_markdown",
+    "frontier_label",
     "group_label",
+    "plot_names",
     "render_plots",
     "report_html",
     "strategy_label",
@@ -45,6 +48,8 @@ __all__ = [
 COMPARISON_SCHEMA = "velocity.comparison/1"
 PLOT_NAMES = ("accuracy", "loss", "heatmap", "seeds")
 """Every sweep gets these plots, each as ``plots/<name>.png`` and ``plots/<name>.svg``."""
+PRIVACY_PLOT = "privacy"
+"""The privacy-utility frontier, added to a sweep that has a private run (see plot_names)."""
 
 _SVG_HASH_SALT = "velocity"
 
@@ -63,20 +68,51 @@ def _component_label(registry: Any, table: Mapping[str, Any]) -> str:
 
 
 def strategy_label(spec: Mapping[str, Any]) -> str:
-    """Short strategy name of a canonical spec: ``fedavg``, ``fedprox:mu=0.01``, ``nnm > krum``."""
+    """Short strategy name of a canonical spec: ``fedavg``, ``fedprox:mu=0.01``, ``nnm > krum``,
+    ``dp:noise_multiplier=1.0 > mean``."""
+    return _strategy_label(spec, with_noise=True)
+
+
+def _strategy_label(spec: Mapping[str, Any], *, with_noise: bool) -> str:
     table = spec.get("strategy") or {}
     pre = [_component_label(PRE_AGGREGATORS, p) for p in table.get("pre", [])]
     aggregator = table.get("aggregator") or {"type": "?"}
     server = table.get("server") or {}
     default_server = SERVER_OPTIMIZERS.canonical("sgd")
     mu = float(spec.get("mu") or 0.0)
-    if not pre and aggregator == {"type": "mean"} and server == default_server:
+    privacy = (
+        [_privacy_label(table["privacy"], with_noise=with_noise)] if table.get("privacy") else []
+    )
+    if not privacy and not pre and aggregator == {"type": "mean"} and server == default_server:
         return f"fedprox:mu={mu!r}" if mu > 0 else "fedavg"
-    parts = [*pre, _component_label(AGGREGATORS, aggregator)]
+    parts = [*privacy, *pre, _component_label(AGGREGATORS, aggregator)]
     if server != default_server:
         parts.append(_component_label(SERVER_OPTIMIZERS, server))
     label = " > ".join(parts)
     return f"{label} (mu={mu!r})" if mu > 0 else label
+
+
+_PRIVACY_DEFAULTS = {"clip_norm": 1.0, "target_quantile": None, "clip_lr": 0.2}
+
+
+def _privacy_label(stage: Mapping[str, Any], *, with_noise: bool = True) -> str:
+    """``dp:noise_multiplier=1.0`` and the parameters off their defaults (the noise always)."""
+    params = {
+        k: v
+        for k, v in stage.items()
+        if k not in ("type", "noise_multiplier") and v is not None and _PRIVACY_DEFAULTS.get(k) != v
+    }
+    if with_noise:
+        params = {"noise_multiplier": stage.get("noise_multiplier"), **params}
+    return format_component(str(stage.get("type", "?")), params)
+
+
+def frontier_label(spec: Mapping[str, Any]) -> str:
+    """A line of the privacy-utility frontier: the strategy without its noise multiplier, and
+    the attack when there is one (runs differing only in noise and seed share a line)."""
+    label = _strategy_label(spec, with_noise=False)
+    attack = attack_label(spec)
+    return label if attack == "none" else f"{label} | attack {attack}"
 
 
 def attack_label(spec: Mapping[str, Any]) -> str:
@@ -262,7 +298,39 @@ _TABLE_HEADER = (
 )
 
 
+def _is_private(entry: Mapping[str, Any]) -> bool:
+    return bool((entry.get("spec") or {}).get("strategy", {}).get("privacy"))
+
+
+def _has_privacy(comparison: Mapping[str, Any]) -> bool:
+    """Whether any run of the sweep is private (its tables then get an epsilon column)."""
+    return any(_is_private(r) for r in comparison["runs"])
+
+
+def _fmt_epsilon(value: Any) -> str:
+    number = _finite(value)
+    if number is None:
+        return "∞" if isinstance(value, float) and value == math.inf else "-"
+    return f"{number:.3g}" if number < 1000 else f"{number:.0f}"
+
+
+def _table_header(comparison: Mapping[str, Any]) -> tuple[str, ...]:
+    return (*_TABLE_HEADER, "epsilon") if _has_privacy(comparison) else _TABLE_HEADER
+
+
 def _table_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
+    rows = _plain_table_rows(comparison)
+    if _has_privacy(comparison):
+        by_name = {r["name"]: r for r in comparison["runs"]}
+        for rank, name in enumerate(comparison["ranking"]):
+            entry = by_name[name]
+            final = entry["final"]
+            shown = _fmt_epsilon(final.get("epsilon")) if _is_private(entry) else "∞"
+            rows[rank].append(shown if final else "-")
+    return rows
+
+
+def _plain_table_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
     by_name = {r["name"]: r for r in comparison["runs"]}
     rows = []
     for rank, name in enumerate(comparison["ranking"], start=1):
@@ -329,13 +397,18 @@ def comparison_markdown(comparison: Mapping[str, Any], manifest: Mapping[str, An
         f"started {manifest.get('started_at', '?')}. Ranked by final test accuracy. "
         f"*acc drop*: final accuracy of the matching no-attack run (same spec, no attack, "
         f"same seed) minus the run's own. *rounds to target*: first round with test accuracy "
-        f">= {target:g}.",
+        f">= {target:g}."
+        + (
+            " *epsilon*: the run's privacy budget spent, at its delta (∞: not private)."
+            if _has_privacy(comparison)
+            else ""
+        ),
         "",
-        "| " + " | ".join(_TABLE_HEADER) + " |",
+        "| " + " | ".join(_table_header(comparison)) + " |",
         "|"
         + "|".join(
             "---:" if h not in ("run", "strategy", "attack", "status") else "---"
-            for h in _TABLE_HEADER
+            for h in _table_header(comparison)
         )
         + "|",
     ]
@@ -461,7 +534,9 @@ def _heatmap(comparison: Mapping[str, Any]) -> Figure:
         ]
         for s in strategies
     ]
-    figure = _new_figure(2.2 + 1.3 * len(attacks), 1.6 + 0.5 * len(strategies))
+    # Room for the strategy labels (a private chain's is long) beside the cells.
+    label_width = 0.07 * max((len(s) for s in strategies), default=0)
+    figure = _new_figure(2.2 + 1.3 * len(attacks) + label_width, 1.6 + 0.5 * len(strategies))
     ax = figure.subplots()
     image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(attacks)), attacks, rotation=30, ha="right", fontsize=8)
@@ -529,6 +604,109 @@ def _seed_bands(comparison: Mapping[str, Any]) -> Figure:
     return figure
 
 
+def _noise_free_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec without what a frontier line varies along: name, seed and noise multiplier."""
+    out = {k: v for k, v in spec.items() if k not in ("name", "seed")}
+    strategy = dict(out.get("strategy") or {})
+    if strategy.get("privacy"):
+        strategy["privacy"] = {
+            k: v for k, v in strategy["privacy"].items() if k != "noise_multiplier"
+        }
+    out["strategy"] = strategy
+    return out
+
+
+def _field(spec: Mapping[str, Any], key: str) -> Any:
+    """A canonical spec's field, its default when the canonical JSON leaves it out."""
+    if key in spec:
+        return spec[key]
+    field = RunSpec.model_fields.get(key)
+    return None if field is None else field.default
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, Mapping) and "type" in value:
+        return format_component(str(value["type"]), {k: v for k, v in value.items() if k != "type"})
+    return str(value)
+
+
+def _frontier_points(
+    comparison: Mapping[str, Any],
+) -> dict[str, list[tuple[float, float, int]]]:
+    """Frontier line label -> ``(epsilon, accuracy, seeds)`` per configuration (means over
+    seeds); a non-private configuration (or noise 0) has epsilon ``inf``. Runs share a line
+    when their specs differ only in noise multiplier and seed."""
+    configs: dict[str, tuple[dict[str, Any], list[float], list[float]]] = {}
+    for entry in comparison["runs"]:
+        accuracy = _finite(entry["final"].get("test_accuracy"))
+        if accuracy is None or entry["status"] not in ("complete", "diverged"):
+            continue
+        epsilon = entry["final"].get("epsilon") if _is_private(entry) else math.inf
+        if not isinstance(epsilon, int | float) or math.isnan(epsilon):
+            continue
+        _, epsilons, accuracies = configs.setdefault(
+            entry["fingerprint_without_seed"], (entry["spec"], [], [])
+        )
+        epsilons.append(float(epsilon))
+        accuracies.append(accuracy)
+    lines: dict[str, tuple[dict[str, Any], list[tuple[float, float, int]]]] = {}
+    for spec, epsilons, accuracies in configs.values():
+        key = json.dumps(_noise_free_spec(spec), sort_keys=True)
+        mean_eps = math.inf if math.inf in epsilons else math.fsum(epsilons) / len(epsilons)
+        point = (mean_eps, math.fsum(accuracies) / len(accuracies), len(accuracies))
+        lines.setdefault(key, (_noise_free_spec(spec), []))[1].append(point)
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for spec, _ in lines.values():
+        by_label.setdefault(frontier_label(spec), []).append(spec)
+    out: dict[str, list[tuple[float, float, int]]] = {}
+    for spec, points in lines.values():
+        label = frontier_label(spec)
+        twins = by_label[label]
+        if len(twins) > 1:  # same strategy, other settings: name the settings that differ
+            keys = sorted({k for t in twins for k in t})
+            differing = [k for k in keys if any(_field(t, k) != _field(spec, k) for t in twins)]
+            label += " (" + ", ".join(f"{k}={_short(_field(spec, k))}" for k in differing) + ")"
+        out[label] = sorted(points)
+    return out
+
+
+def _frontier(comparison: Mapping[str, Any]) -> Figure:
+    lines = _frontier_points(comparison)
+    figure = _new_figure(8.0, 4.8)
+    ax = figure.subplots()
+    colors = _palette(len(lines))
+    finite_eps = [e for points in lines.values() for e, _, _ in points if math.isfinite(e)]
+    for color, (label, points) in zip(colors, lines.items(), strict=True):
+        private = [(e, a) for e, a, _ in points if math.isfinite(e)]
+        if private:
+            ax.plot(
+                [e for e, _ in private],
+                [a for _, a in private],
+                color=color,
+                marker="o",
+                linewidth=1.4,
+                label=label,
+            )
+        for _, accuracy, _ in (p for p in points if not math.isfinite(p[0])):
+            # No finite epsilon to place it at: the non-private accuracy is a reference line.
+            ax.axhline(
+                accuracy,
+                color=color,
+                linestyle="--",
+                linewidth=1.0,
+                label=f"{label} (ε = ∞)" if not private else f"{label}: ε = ∞",
+            )
+    if finite_eps and min(finite_eps) > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel("ε (final, at the run's δ)")
+    ax.set_ylabel("final test accuracy")
+    ax.set_title("privacy-utility frontier: accuracy vs ε, one line per strategy", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    if lines:
+        ax.legend(fontsize=6, loc="best")
+    return figure
+
+
 def _encode(figure: Figure) -> tuple[bytes, str]:
     import matplotlib
 
@@ -552,6 +730,8 @@ def render_plot(name: str, comparison: Mapping[str, Any]) -> Plot:
         title, figure = "Test loss per round", _curves(comparison, "test_loss", "test loss")
     elif name == "heatmap":
         title, figure = "Strategy x attack: final accuracy", _heatmap(comparison)
+    elif name == PRIVACY_PLOT:
+        title, figure = "Privacy-utility frontier: accuracy vs epsilon", _frontier(comparison)
     else:
         title, figure = "Mean ± std over seeds", _seed_bands(comparison)
     png, svg = _encode(figure)
@@ -561,9 +741,15 @@ def render_plot(name: str, comparison: Mapping[str, Any]) -> Plot:
 def render_plots(
     comparison: Mapping[str, Any], map_fn: Callable[..., Iterable[Plot]] = map
 ) -> list[Plot]:
-    """The sweep's plots (see PLOT_NAMES); ``map_fn`` may be a process pool's ``map``, as each
+    """The sweep's plots (see plot_names); ``map_fn`` may be a process pool's ``map``, as each
     plot is rendered independently (the bytes do not depend on where)."""
-    return list(map_fn(render_plot, PLOT_NAMES, [comparison] * len(PLOT_NAMES)))
+    names = plot_names(comparison)
+    return list(map_fn(render_plot, names, [comparison] * len(names)))
+
+
+def plot_names(comparison: Mapping[str, Any]) -> tuple[str, ...]:
+    """PLOT_NAMES, plus the privacy-utility frontier when a run of the sweep is private."""
+    return (*PLOT_NAMES, PRIVACY_PLOT) if _has_privacy(comparison) else PLOT_NAMES
 
 
 # ----------------------------------------------------------------------------- html
@@ -636,7 +822,9 @@ def report_html(
         f'<p class="meta">acc drop: accuracy of the matching no-attack run minus the run\'s own; '
         f"rounds to target: first round with accuracy &ge; "
         f"{comparison['target_accuracy']:g}.</p>"
-        + _html_table(_TABLE_HEADER, _table_rows(comparison), {1, 2, 3, 5}, status_col=5)
+        + _html_table(
+            _table_header(comparison), _table_rows(comparison), {1, 2, 3, 5}, status_col=5
+        )
         + "<h2>Over seeds (mean ± std)</h2>"
         + _html_table(_GROUP_HEADER, _group_rows(comparison), {0, 1, 2})
         + f"<h2>Plots</h2>{figures}{error_html}</body></html>\n"

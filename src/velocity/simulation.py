@@ -19,16 +19,20 @@ from threadpoolctl import threadpool_limits
 from velocity.attacks import ThreatModel, bind_attacks, draw_malicious_clients
 from velocity.data import FederatedDataset, load_dataset, partition
 from velocity.errors import InputError
+from velocity.federation import sample_clients as _sample_clients
 from velocity.models import MLP, LocalConfig, build_model, train_clients
+from velocity.privacy import central_epsilons, local_epsilons, privacy_stage_of
 from velocity.records import final_metrics, rounds_columns, summarize_run, utc_now
 from velocity.seeds import child_rng
 from velocity.spec import RunSpec
 from velocity.strategies import build_strategy
 
 __all__ = [
+    "PrivacyPlan",
     "RunResult",
     "RunSetup",
     "build_threat_model",
+    "plan_privacy",
     "run_simulation",
     "sample_clients",
     "validate_run",
@@ -92,6 +96,63 @@ class RunResult:
         )
 
 
+@dataclass(frozen=True)
+class PrivacyPlan:
+    """A private run's budget, known before round 1 (it depends on the spec, not the data):
+    ``epsilons[r - 1]`` at ``delta`` after round r, for the ``rounds`` rounds the run will run
+    (fewer than the spec's when ``target_epsilon`` would be exceeded)."""
+
+    accountant: str
+    delta: float
+    epsilons: tuple[float, ...]
+    rounds: int
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.rounds < len(self.epsilons)
+
+
+def plan_privacy(spec: RunSpec) -> PrivacyPlan | None:
+    """The privacy plan of ``spec`` (None without a privacy stage). Central DP accounts the
+    sampled Gaussian rounds; local DP the rounds the most-sampled client took part in.
+
+    Raises InputError when dp-accounting is missing or the target epsilon is spent before the
+    first round.
+    """
+    stage = privacy_stage_of(spec.strategy)
+    delta = spec.privacy_delta
+    if stage is None or delta is None:
+        return None
+    z = float(stage["noise_multiplier"])
+    if stage["type"] == "dp":
+        epsilons = central_epsilons(
+            spec.accountant,
+            spec.client_sampling,
+            spec.num_clients,
+            spec.participants,
+            z,
+            delta,
+            spec.rounds,
+        )
+    else:
+        participations = np.zeros(spec.num_clients, dtype=np.int64)
+        most = []
+        for r in range(1, spec.rounds + 1):
+            participations[sample_clients(spec, r)] += 1
+            most.append(int(participations.max()))
+        by_count = local_epsilons(spec.accountant, z, delta, most[-1])
+        epsilons = tuple(by_count[c] for c in most)
+    rounds = spec.rounds
+    if spec.target_epsilon is not None:
+        rounds = sum(1 for eps in epsilons if eps <= spec.target_epsilon)
+        if rounds == 0:
+            raise InputError(
+                f"target_epsilon {spec.target_epsilon:g} is spent before the first round ends "
+                f"(epsilon after round 1: {epsilons[0]:.4g} at delta {delta:.3g})"
+            )
+    return PrivacyPlan(spec.accountant, delta, epsilons, rounds)
+
+
 @dataclass
 class RunSetup:
     """Everything a run needs before its first round, checked against its data: the split
@@ -106,6 +167,7 @@ class RunSetup:
     threat: ThreatModel | None
     X_train: np.ndarray
     y_train: np.ndarray
+    privacy: PrivacyPlan | None = None
 
 
 def validate_run(spec: RunSpec) -> RunSetup:
@@ -130,15 +192,16 @@ def validate_run(spec: RunSpec) -> RunSetup:
     X, y = data.X_train, data.y_train
     if threat is not None:
         X, y = threat.poison_data(X, y)
-    return RunSetup(spec, data, clients, model, params, threat, X, y)
+    privacy = plan_privacy(spec)
+    return RunSetup(spec, data, clients, model, params, threat, X, y, privacy)
 
 
 def sample_clients(spec: RunSpec, round_index: int) -> np.ndarray:
-    """The sorted client ids taking part in ``round_index`` (1-based)."""
-    if spec.participants == spec.num_clients:
-        return np.arange(spec.num_clients)
-    rng = child_rng(spec.seed, "sample", round_index)
-    return np.sort(rng.choice(spec.num_clients, spec.participants, replace=False))
+    """The sorted client ids taking part in ``round_index`` (1-based), drawn by the spec's
+    ``client_sampling`` scheme (velocity.federation.sampling)."""
+    return _sample_clients(
+        spec.client_sampling, spec.num_clients, spec.participants, spec.seed, round_index
+    )
 
 
 def build_threat_model(
@@ -175,6 +238,8 @@ def run_simulation(
         try:
             setup = setup if setup is not None else validate_run(spec)
             details["num_params"] = setup.model.num_params
+            if setup.privacy is not None and setup.privacy.stopped_early:
+                details["stopped"] = "target_epsilon"
             params, status = _round_loop(setup, rounds, on_round)
         except InputError:
             raise
@@ -208,34 +273,48 @@ def _round_loop(
         weight_decay=spec.weight_decay,
         mu=spec.mu,
     )
-    strategy = build_strategy(spec.strategy, seed=spec.seed)
+    strategy = build_strategy(spec.strategy, seed=spec.seed, expected_clients=spec.participants)
     threat, X, y = setup.threat, setup.X_train, setup.y_train
     params = setup.initial_params
     bytes_per_model = 4 * model.num_params
-    for r in range(1, spec.rounds + 1):
+    privacy = setup.privacy
+    last_round = privacy.rounds if privacy is not None else spec.rounds
+    for r in range(1, last_round + 1):
         t0 = time.perf_counter()
         ids = sample_clients(spec, r)
-        local = train_clients(
-            model,
-            params,
-            X,
-            y,
-            [setup.clients[k] for k in ids],
-            [child_rng(spec.seed, "shuffle", r, int(k)) for k in ids],
-            cfg,
-        )
-        updates = local.params - params[None, :]
-        weights = local.num_samples.astype(np.float64)
         record: dict[str, Any] = {"round": r}
-        if threat is not None:
-            updates, weights, attack_record = threat.poison_updates(updates, weights, ids, r)
+        strategy.round_record = {}
+        train_loss: float | None = None
+        attack_record: dict[str, Any] = {}
+        if len(ids):
+            local = train_clients(
+                model,
+                params,
+                X,
+                y,
+                [setup.clients[k] for k in ids],
+                [child_rng(spec.seed, "shuffle", r, int(k)) for k in ids],
+                cfg,
+            )
+            updates = strategy.privatize(local.params - params[None, :], ids, r)
+            weights = local.num_samples.astype(np.float64)
+            if threat is not None:
+                updates, weights, attack_record = threat.poison_updates(updates, weights, ids, r)
+            samples = local.num_samples
+            train_loss = float(np.dot(local.train_loss, samples) / samples.sum())
+        else:  # Poisson sampling drew no client: nothing is sent up
+            updates = np.zeros((0, model.num_params), dtype=np.float32)
+            weights = np.zeros(0, dtype=np.float64)
         t1 = time.perf_counter()
-        params = strategy.step(params, updates, weights, r)
+        if len(ids) or strategy.central_dp:
+            # Central DP releases a (noise-only) aggregate even in an empty round, as analysed.
+            params = strategy.step(params, updates, weights, r)
         aggregate_seconds = time.perf_counter() - t1
-        train_loss = float(np.dot(local.train_loss, local.num_samples) / local.num_samples.sum())
-        evaluate = r % spec.eval_every == 0 or r == spec.rounds
+        evaluate = r % spec.eval_every == 0 or r == last_round
         test_loss = test_accuracy = None
-        finite = bool(np.all(np.isfinite(params))) and math.isfinite(train_loss)
+        finite = bool(np.all(np.isfinite(params))) and (
+            train_loss is None or math.isfinite(train_loss)
+        )
         if evaluate or not finite:
             test_loss, test_accuracy = model.evaluate(params, data.X_test, data.y_test)
         record.update(
@@ -247,6 +326,9 @@ def _round_loop(
             bytes_down=len(ids) * bytes_per_model,
             aggregate_seconds=aggregate_seconds,
         )
+        if privacy is not None:
+            record.update(strategy.round_record)
+            record.update(epsilon=privacy.epsilons[r - 1], delta=privacy.delta)
         if threat is not None:
             record.update(attack_record)
             if evaluate:

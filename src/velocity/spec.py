@@ -28,8 +28,18 @@ from pydantic import (
 from velocity.attacks import ATTACKS, canonical_attack
 from velocity.data import DATASETS, PARTITIONERS
 from velocity.errors import InputError, SpecError
+from velocity.federation import CLIENT_SAMPLINGS
 from velocity.models import MODELS
 from velocity.plugins import load_plugins
+from velocity.privacy import (
+    ACCOUNTANTS,
+    PRIVACY_STAGES,
+    accounting_problem,
+    default_count_stddev,
+    default_delta,
+    privacy_stage_of,
+    value_noise_multiplier,
+)
 from velocity.records import run_name_problem
 from velocity.registry import Entry, Registry, parse_component
 from velocity.strategies import (
@@ -63,6 +73,15 @@ def _strategy_writes_mu(strategy: Any) -> bool:
 
 
 _OMITTED_WHEN_EMPTY = ("plugins",)
+_OMITTED_WHEN_DEFAULT: dict[str, Any] = {
+    "client_sampling": "fixed",
+    "accountant": "rdp",
+    "delta": None,
+    "target_epsilon": None,
+}
+"""Fields added after the first schema, left out of the canonical JSON at their defaults so
+every run spelled before them keeps its fingerprint."""
+_PRIVACY_FIELDS = ("accountant", "delta", "target_epsilon")
 
 
 class _SpecMeta(type(BaseModel)):  # type: ignore[misc]
@@ -100,6 +119,10 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
     byzantine: int | float = Field(default=0, ge=0)
     attacks: list[dict[str, Any]] = Field(default_factory=list)
     plugins: list[dict[str, str]] = Field(default_factory=list)
+    client_sampling: str = Field(default="fixed", description="client sampling scheme")
+    accountant: str = Field(default="rdp", description="privacy accountant: rdp or pld")
+    delta: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
+    target_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -148,6 +171,8 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         "mu",
         "seed",
         "eval_every",
+        "delta",
+        "target_epsilon",
         mode="before",
     )
     @classmethod
@@ -157,6 +182,20 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
             raise ValueError(f"expected a number, got {str(value).lower()}")
         if isinstance(value, str):
             raise ValueError(f"expected a number, got the string {value!r}")
+        return value
+
+    @field_validator("client_sampling")
+    @classmethod
+    def _check_sampling(cls, value: str) -> str:
+        if value not in CLIENT_SAMPLINGS.names():
+            raise ValueError(f"must be one of {', '.join(CLIENT_SAMPLINGS.names())}, got {value!r}")
+        return value
+
+    @field_validator("accountant")
+    @classmethod
+    def _check_accountant(cls, value: str) -> str:
+        if value not in ACCOUNTANTS:
+            raise ValueError(f"must be one of {', '.join(ACCOUNTANTS)}, got {value!r}")
         return value
 
     @field_validator("name")
@@ -208,6 +247,7 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         """
         spec = handler(data)
         resolved: dict[str, Any] = spec._resolved_counts()
+        resolved.update(spec._resolved_privacy())
         resolved["plugins"] = spec._plugins_used()
         if all(getattr(spec, key) == value for key, value in resolved.items()):
             return spec
@@ -225,6 +265,9 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
             ("server optimizer", SERVER_OPTIMIZERS.get(strategy["server"]["type"])),
         ]
         found += [("attack", ATTACKS.get(a["type"])) for a in self.attacks]
+        privacy = privacy_stage_of(strategy)
+        if privacy is not None:
+            found.append(("privacy stage", PRIVACY_STAGES.get(privacy["type"])))
         return found
 
     def _plugins_used(self) -> list[dict[str, str]]:
@@ -269,6 +312,41 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
             )
         return {"clients_per_round": cpr, "byzantine": count}
 
+    def _resolved_privacy(self) -> dict[str, Any]:
+        """Privacy fields as the run uses them: at their defaults without a privacy stage (they
+        would change nothing), checked against the sampling and the adaptive-clipping noise."""
+        stage = privacy_stage_of(self.strategy)
+        if stage is None:
+            return {key: _OMITTED_WHEN_DEFAULT[key] for key in _PRIVACY_FIELDS}
+        cpr = self.clients_per_round or self.num_clients
+        if stage["type"] == "dp":
+            problem = accounting_problem(
+                self.accountant, self.client_sampling, self.num_clients, cpr
+            )
+            if problem is not None:
+                raise ValueError(problem)
+            if stage.get("target_quantile") is not None:
+                count_std = stage.get("count_stddev")
+                if count_std is None:
+                    count_std = default_count_stddev(cpr)
+                try:
+                    value_noise_multiplier(stage["noise_multiplier"], count_std)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"strategy: {exc} (count_stddev defaults to clients_per_round / 20 = "
+                        f"{default_count_stddev(cpr):g}); set dp:count_stddev=... higher or "
+                        "lower the noise"
+                    ) from None
+        return {key: getattr(self, key) for key in _PRIVACY_FIELDS}
+
+    @property
+    def privacy_delta(self) -> float | None:
+        """The delta epsilon is reported at (default ``1 / num_clients^1.1``); None without a
+        privacy stage."""
+        if privacy_stage_of(self.strategy) is None:
+            return None
+        return self.delta if self.delta is not None else default_delta(self.num_clients)
+
     @property
     def byzantine_count(self) -> int:
         """Number of malicious clients (a fraction is rounded to the nearest count)."""
@@ -285,6 +363,9 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         for key in _OMITTED_WHEN_EMPTY:
             if not data[key]:
                 del data[key]  # fields added after the first schema keep older identities
+        for key, default in _OMITTED_WHEN_DEFAULT.items():
+            if data[key] == default:
+                del data[key]
         if not include_name:
             data.pop("name")
         return data

@@ -10,10 +10,13 @@ from typing import Any
 import typer
 
 __all__ = [
+    "ACCOUNTANT",
     "BATCH_SIZE",
     "BYZANTINE",
     "CLIENTS_PER_ROUND",
+    "CLIENT_SAMPLING",
     "DATASET",
+    "DELTA",
     "EVAL_EVERY",
     "LOCAL_EPOCHS",
     "LR",
@@ -23,6 +26,7 @@ __all__ = [
     "PLUGIN",
     "ROUNDS",
     "STORE",
+    "TARGET_EPSILON",
 ]
 
 DATASET: Any = typer.Option(None, "--dataset", help="Dataset spec, e.g. digits.")
@@ -47,4 +51,16 @@ PLUGIN: Any = typer.Option(
     None,
     "--plugin",
     help="A plug-in .py file or module to load (repeatable); added to the spec's plugins.",
+)
+CLIENT_SAMPLING: Any = typer.Option(
+    None, "--client-sampling", help="Client sampling: fixed (default) or poisson."
+)
+ACCOUNTANT: Any = typer.Option(
+    None, "--accountant", help="Privacy accountant for a dp/ldp strategy: rdp (default) or pld."
+)
+DELTA: Any = typer.Option(
+    None, "--delta", help="Delta the epsilon is reported at (default 1/num_clients^1.1)."
+)
+TARGET_EPSILON: Any = typer.Option(
+    None, "--target-epsilon", help="Stop a private run before its epsilon would exceed this."
 )

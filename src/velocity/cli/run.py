@@ -65,17 +65,26 @@ def _round_table(result: RunResult) -> Table:
     from rich.table import Table
 
     table = Table(title=f"{result.spec.name}: {result.status}")
-    for column in ("round", "test_acc", "test_loss", "train_loss", "clients", "seconds"):
+    private = any("epsilon" in r for r in result.rounds)
+    columns = ["round", "test_acc", "test_loss", "train_loss", "clients", "seconds"]
+    for column in [*columns, *(["epsilon"] if private else [])]:
         table.add_column(column, justify="right")
     for r in result.rounds:
-        table.add_row(
+        cells = [
             str(r["round"]),
             _fmt(r["test_accuracy"]),
             _fmt(r["test_loss"]),
             _fmt(r["train_loss"]),
             str(r["num_clients"]),
             _fmt(r["round_seconds"], 3),
-        )
+        ]
+        if private:
+            epsilon = r.get("epsilon")
+            cells.append("∞" if epsilon == math.inf else _fmt(epsilon, 3))
+        table.add_row(*cells)
+    if result.details.get("stopped") == "target_epsilon":
+        table.caption = f"stopped after round {len(result.rounds)}: the next round would spend "
+        table.caption += f"more than target_epsilon={result.spec.target_epsilon:g}"
     return table
 
 
@@ -133,6 +142,10 @@ def run_command(
     plugin: list[str] | None = _options.PLUGIN,
     byzantine: float | None = _options.BYZANTINE,
     attack: str | None = typer.Option(None, "--attack", help="Attack spec, e.g. sign_flip."),
+    client_sampling: str | None = _options.CLIENT_SAMPLING,
+    accountant: str | None = _options.ACCOUNTANT,
+    delta: float | None = _options.DELTA,
+    target_epsilon: float | None = _options.TARGET_EPSILON,
     json_output: bool = typer.Option(
         False, "--json", help="JSON on stdout (progress and logs on stderr)."
     ),
@@ -164,6 +177,10 @@ def run_command(
         plugins=plugin_refs(plugin),
         byzantine=byzantine,
         attack=attack,
+        client_sampling=client_sampling,
+        accountant=accountant,
+        delta=delta,
+        target_epsilon=target_epsilon,
     )
     if spec_file is not None:
         specs = load_experiment(spec_file, overrides, matrix=False)

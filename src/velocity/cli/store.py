@@ -23,11 +23,20 @@ LEADERBOARD_METRIC_NAMES = (
     "comm-cost",
     "robustness",
     "pareto",
+    "epsilon",
 )
+PARETO_COST_NAMES = ("comm-cost", "epsilon")
+"""``velocity.leaderboards.PARETO_COSTS``'s keys (a test keeps the two equal)."""
 """``velocity.leaderboards.LEADERBOARD_METRICS``'s keys, spelled here so help needs no import
 (a test keeps the two equal)."""
 
-__all__ = ["LEADERBOARD_METRIC_NAMES", "leaderboard_command", "runs_command", "show_command"]
+__all__ = [
+    "LEADERBOARD_METRIC_NAMES",
+    "PARETO_COST_NAMES",
+    "leaderboard_command",
+    "runs_command",
+    "show_command",
+]
 
 STORE_OPTION = _options.STORE
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead of a table.")
@@ -173,6 +182,12 @@ def show_command(
     out_console.print("spec:", record.spec)
 
 
+def _fmt_epsilon(value: Any) -> str:
+    if isinstance(value, float) and value == math.inf:
+        return "∞"
+    return _fmt(value, 3)
+
+
 def _print_leaderboard(board: Leaderboard) -> None:
     from rich.table import Table
 
@@ -196,8 +211,15 @@ def _print_leaderboard(board: Leaderboard) -> None:
         table.add_column(column, justify="right" if column in ("#", "n", "mean", "std") else "left")
     if board.metric == "rounds-to-target":
         table.add_column("reached", justify="right")
+    show_epsilon = (
+        board.cost != "epsilon"
+        and board.metric != "epsilon"
+        and any("epsilon" in r.extra for r in board.rows)
+    )
+    if show_epsilon:
+        table.add_column("ε", justify="right")
     if board.metric == "pareto":
-        table.add_column("comm MB", justify="right")
+        table.add_column("ε" if board.cost == "epsilon" else "comm MB", justify="right")
         table.add_column("front", justify="right")
     for row in board.rows:
         if row.best:
@@ -221,8 +243,12 @@ def _print_leaderboard(board: Leaderboard) -> None:
         ]
         if board.metric == "rounds-to-target":
             cells.append(str(row.extra.get("reached")))
+        if show_epsilon:
+            cells.append(_fmt_epsilon(row.extra.get("epsilon", math.inf)))
         if board.metric == "pareto":
-            cells += [_fmt(row.extra.get("comm_cost_mb"), 3), _fmt(row.extra.get("pareto_front"))]
+            cost = row.extra.get(row.extra.get("pareto_cost", "comm_cost_mb"))
+            shown = _fmt_epsilon(cost) if board.cost == "epsilon" else _fmt(cost, 3)
+            cells += [shown, _fmt(row.extra.get("pareto_front"))]
         table.add_row(*cells)
     out_console.print(table)
     out_console.print(
@@ -239,6 +265,9 @@ def leaderboard_command(
         "accuracy", "--metric", help=f"One of: {', '.join(LEADERBOARD_METRIC_NAMES)}."
     ),
     target: float = typer.Option(0.9, "--target", help="Accuracy target for rounds-to-target."),
+    cost: str = typer.Option(
+        "comm-cost", "--cost", help=f"Pareto's cost: one of {', '.join(PARETO_COST_NAMES)}."
+    ),
     dataset: str | None = typer.Option(None, "--dataset", help="Only runs on this dataset."),
     attack: str | None = typer.Option(
         None, "--attack", help="Only runs under this attack ('none' for no attack)."
@@ -257,7 +286,7 @@ def leaderboard_command(
     elif store is not None:
         raise InputError("give either --sweep (its own runs) or --store, not both")
     board = leaderboard(
-        sweep, metric=metric, target=target, dataset=dataset, attack=attack, store=store
+        sweep, metric=metric, target=target, dataset=dataset, attack=attack, store=store, cost=cost
     )
     if json_output:
         print_json(_clean(board.to_dict()))

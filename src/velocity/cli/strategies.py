@@ -25,7 +25,7 @@ def strategies_command(
     if json_output:
         print_json(catalog)
         return
-    table = Table(title="strategy stages (chain them: pre > aggregator > server)")
+    table = Table(title="strategy stages (chain them: privacy > pre > aggregator > server)")
     table.add_column("family", no_wrap=True)
     table.add_column("name", no_wrap=True)
     for column in ("parameters (defaults)", "cost", "paper"):

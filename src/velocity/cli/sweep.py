@@ -193,6 +193,10 @@ def sweep_command(
     model: str | None = _options.MODEL,
     byzantine: float | None = _options.BYZANTINE,
     eval_every: int | None = _options.EVAL_EVERY,
+    client_sampling: str | None = _options.CLIENT_SAMPLING,
+    accountant: str | None = _options.ACCOUNTANT,
+    delta: float | None = _options.DELTA,
+    target_epsilon: float | None = _options.TARGET_EPSILON,
     plugin: list[str] | None = _options.PLUGIN,
     json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
 ) -> int:
@@ -215,6 +219,10 @@ def sweep_command(
         model=model,
         byzantine=byzantine,
         eval_every=eval_every,
+        client_sampling=client_sampling,
+        accountant=accountant,
+        delta=delta,
+        target_epsilon=target_epsilon,
         plugins=plugin_refs(plugin),
     )
     adhoc = strategies is not None or attacks is not None or seeds is not None

@@ -1,11 +1,12 @@
-"""What ``velocity strategies`` lists: every pre-aggregator, aggregator and server optimizer with
-its parameters, defaults, paper and per-round cost, plus the named presets.
+"""What ``velocity strategies`` lists: every privacy stage, pre-aggregator, aggregator and server
+optimizer with its parameters, defaults, paper and per-round cost, plus the named presets.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from velocity.privacy import PRIVACY_STAGES
 from velocity.registry import REQUIRED, Param, Registry
 from velocity.strategies.aggregators import AGGREGATORS
 from velocity.strategies.compose import PRESETS, canonical_strategy
@@ -15,6 +16,7 @@ from velocity.strategies.server import SERVER_OPTIMIZERS
 __all__ = ["describe_strategies"]
 
 _FAMILIES: tuple[tuple[str, Registry], ...] = (
+    ("privacy", PRIVACY_STAGES),
     ("pre-aggregator", PRE_AGGREGATORS),
     ("aggregator", AGGREGATORS),
     ("server optimizer", SERVER_OPTIMIZERS),

@@ -5,9 +5,13 @@ Spec forms (names case-insensitive):
 - a chain: ``"nnm:f=2 > trimmed_mean:k=2 > adam:lr=0.01"`` (pre-aggregators, one aggregator,
   optionally a server optimizer last; default server is ``sgd:lr=1``);
 - a table: ``{type = "krum", f = 2}`` (one stage or a preset, same as the string) or
-  ``{aggregator = "krum:f=2", pre = ["nnm:f=2"], server = "adam:lr=0.01", mu = 0.0}``.
+  ``{aggregator = "krum:f=2", pre = ["nnm:f=2"], server = "adam:lr=0.01", mu = 0.0}``;
+- a privacy stage first (velocity.privacy): ``"dp:noise_multiplier=1.0,clip_norm=1.0 > mean >
+  momentum"`` (central DP-FedAvg: the aggregator must be ``mean``, with no pre-aggregator) or
+  ``"ldp:noise_multiplier=0.5 > krum:f=2"`` (local DP, applied by each client before upload).
 
-The canonical form (used in fingerprints) is the table with every default filled. FedProx's
+The canonical form (used in fingerprints) is the table with every default filled; its
+``privacy`` key is there only when the strategy has a privacy stage. FedProx's
 client-side proximal ``mu`` is returned separately: it belongs to local training, not aggregation.
 """
 
@@ -20,6 +24,14 @@ from typing import Any
 import numpy as np
 
 from velocity.errors import SpecError
+from velocity.privacy import (
+    PRIVACY_STAGES,
+    adaptive_clip_step,
+    default_count_stddev,
+    dp_fedavg,
+    local_dp,
+    value_noise_multiplier,
+)
 from velocity.registry import Entry, Registry, format_component, parse_component
 from velocity.seeds import child_rng
 from velocity.strategies.aggregators import AGGREGATORS
@@ -67,6 +79,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 _FAMILIES: tuple[tuple[str, Registry], ...] = (
+    ("privacy", PRIVACY_STAGES),
     ("pre", PRE_AGGREGATORS),
     ("aggregator", AGGREGATORS),
     ("server", SERVER_OPTIMIZERS),
@@ -147,7 +160,8 @@ def _from_stages(
     pre: list[dict[str, Any]] = []
     aggregator: dict[str, Any] | None = None
     server: dict[str, Any] | None = None
-    for stage in stages:
+    privacy: dict[str, Any] | None = None
+    for position, stage in enumerate(stages):
         name, _ = parse_component(stage, "strategy")
         if name in PRESETS:
             raise SpecError(
@@ -155,7 +169,13 @@ def _from_stages(
                 "stages instead (e.g. 'mean > adam')"
             )
         kind = _stage_kind(name)
-        if kind == "pre":
+        if kind == "privacy":
+            if position != 0:
+                raise SpecError(
+                    f"strategy '{text}': the privacy stage '{name}' must come first in the chain"
+                )
+            privacy = canonical_stage(PRIVACY_STAGES, stage)
+        elif kind == "pre":
             if aggregator is not None:
                 raise SpecError(f"strategy '{text}': pre-aggregator '{name}' after the aggregator")
             pre.append(canonical_stage(PRE_AGGREGATORS, stage))
@@ -170,15 +190,36 @@ def _from_stages(
                     "after the aggregator"
                 )
             server = canonical_stage(SERVER_OPTIMIZERS, stage)
+    if aggregator is None and privacy is not None and len(stages) == 1:
+        aggregator = canonical_stage(AGGREGATORS, "mean")  # "dp:..." alone is DP-FedAvg
     if aggregator is None:
         raise SpecError(
             f"strategy '{text}': no aggregator; available: {', '.join(AGGREGATORS.names())}"
         )
-    return {
+    table = {
         "pre": pre,
         "aggregator": aggregator,
         "server": server or canonical_stage(SERVER_OPTIMIZERS, "sgd"),
-    }, None
+    }
+    return _with_privacy(table, privacy, text), None
+
+
+def _with_privacy(
+    table: dict[str, Any], privacy: dict[str, Any] | None, text: str
+) -> dict[str, Any]:
+    """``table`` with its privacy stage, refused where central DP is not DP-FedAvg."""
+    if privacy is None:
+        return table
+    if privacy["type"] == "dp" and (table["pre"] or table["aggregator"]["type"] != "mean"):
+        # The Gaussian noise is calibrated to the clipped *sum*: a median, Krum or a mixing
+        # pre-aggregator has another sensitivity, so the epsilon reported would be wrong.
+        others = [p["type"] for p in table["pre"]] + [table["aggregator"]["type"]]
+        raise SpecError(
+            f"strategy '{text}': central DP ('dp') is DP-FedAvg and composes only with the "
+            f"aggregator 'mean' and no pre-aggregator (got {' > '.join(others)}); for privacy "
+            "with a robust rule use local DP, e.g. 'ldp:noise_multiplier=0.5 > krum:f=2'"
+        )
+    return {"privacy": privacy, **table}
 
 
 def canonical_strategy(spec: str | Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
@@ -197,7 +238,7 @@ def canonical_strategy(spec: str | Mapping[str, Any]) -> tuple[dict[str, Any], f
         if name in PRESETS:
             return _from_preset(name, params)
         return _from_stages([dict(spec)], format_component(name, params))
-    allowed = {"pre", "aggregator", "server", "mu"}
+    allowed = {"privacy", "pre", "aggregator", "server", "mu"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise SpecError(
@@ -217,6 +258,9 @@ def canonical_strategy(spec: str | Mapping[str, Any]) -> tuple[dict[str, Any], f
         "aggregator": canonical_stage(AGGREGATORS, spec["aggregator"]),
         "server": canonical_stage(SERVER_OPTIMIZERS, spec.get("server", "sgd")),
     }
+    privacy = spec.get("privacy")
+    if privacy is not None:
+        table = _with_privacy(table, canonical_stage(PRIVACY_STAGES, privacy), "table")
     return table, (_check_mu("strategy table", mu) if mu is not None else None)
 
 
@@ -237,26 +281,87 @@ class Strategy:
 
     State (server momentum, the previous aggregate for centred clipping, ...) lives in ``state``;
     a new run builds a new Strategy. Seeded stages draw from ``child_rng(seed, "strategy",
-    round, position)``.
+    round, position)``; central DP's noise from ``child_rng(seed, "dp", round)``, local DP's from
+    ``child_rng(seed, "ldp", round, client)``. ``expected_clients`` is the number of clients a
+    round has on average (central DP divides by it; None: the round's actual number).
+    ``round_record`` holds what the privacy stage reports about the last round (``clip_norm``,
+    ``clipped_fraction``).
     """
 
     table: dict[str, Any]
     seed: int = 0
     state: dict[str, Any] = field(default_factory=dict)
+    expected_clients: float | None = None
+    round_record: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        privacy = self.table.get("privacy")
+        self._privacy = _resolve(PRIVACY_STAGES, privacy) if privacy else None
         self._pre = [_resolve(PRE_AGGREGATORS, t) for t in self.table["pre"]]
         self._aggregator = _resolve(AGGREGATORS, self.table["aggregator"])
         self._server = _resolve(SERVER_OPTIMIZERS, self.table["server"])
 
+    @property
+    def central_dp(self) -> bool:
+        """Whether the server adds DP noise (so a round with no client still moves the model)."""
+        return self._privacy is not None and self._privacy.entry.obj.side == "server"
+
+    def privatize(self, updates: np.ndarray, client_ids: Any, round_index: int) -> np.ndarray:
+        """The client-side recipe: local DP clips and noises each client's update before it is
+        sent (``client_ids[i]`` owns row i); without local DP, ``updates`` unchanged."""
+        stage = self._privacy
+        if stage is None or stage.entry.obj.side != "client":
+            return updates
+        clip_norm = float(stage.params["clip_norm"])
+        rngs = [child_rng(self.seed, "ldp", round_index, int(k)) for k in client_ids]
+        noised, norms = local_dp(
+            updates, clip_norm, float(stage.params["noise_multiplier"]) * clip_norm, rngs
+        )
+        self.round_record = _clip_record(clip_norm, norms)
+        return noised
+
     def aggregate(
         self, updates: np.ndarray, weights: np.ndarray, round_index: int = 0
     ) -> np.ndarray:
-        """Pre-aggregators then the aggregator: ``(n, d)`` updates -> ``(d,)`` aggregate."""
+        """Pre-aggregators then the aggregator: ``(n, d)`` updates -> ``(d,)`` aggregate
+        (central DP: the noised DP-FedAvg estimate instead)."""
+        if self.central_dp:
+            return self._dp_fedavg(updates, round_index)
         for position, stage in enumerate(self._pre):
             updates, weights = self._call(stage, updates, weights, round_index, position)
         out = self._call(self._aggregator, updates, weights, round_index, len(self._pre))
         return np.asarray(out, dtype=np.float32)
+
+    def _dp_fedavg(self, updates: np.ndarray, round_index: int) -> np.ndarray:
+        assert self._privacy is not None
+        params = self._privacy.params
+        state = self.state.setdefault("privacy", {})
+        expected = float(self.expected_clients or updates.shape[0])
+        z = float(params["noise_multiplier"])
+        clip_norm = float(state.get("clip_norm", params["clip_norm"]))
+        adaptive = params.get("target_quantile") is not None
+        count_std = 0.0
+        if adaptive:
+            given = params.get("count_stddev")
+            if given is not None:
+                count_std = float(given)
+            elif z > 0:
+                count_std = default_count_stddev(expected)
+            z = value_noise_multiplier(z, count_std)
+        rng = child_rng(self.seed, "dp", round_index)
+        out, norms = dp_fedavg(updates, clip_norm, z * clip_norm, expected, rng)
+        self.round_record = _clip_record(clip_norm, norms)
+        if adaptive:
+            state["clip_norm"] = adaptive_clip_step(
+                clip_norm,
+                norms,
+                float(params["target_quantile"]),
+                float(params["clip_lr"]),
+                float(count_std),
+                expected,
+                rng,
+            )
+        return out
 
     def step(
         self, params: np.ndarray, updates: np.ndarray, weights: np.ndarray, round_index: int
@@ -283,10 +388,18 @@ class Strategy:
         return stage.entry.obj(updates, weights, **kwargs)
 
 
-def build_strategy(spec: str | Mapping[str, Any], seed: int = 0) -> Strategy:
-    """Parse any strategy spec into a fresh :class:`Strategy` seeded from the run seed."""
+def _clip_record(clip_norm: float, norms: np.ndarray) -> dict[str, Any]:
+    clipped = float(np.count_nonzero(norms > clip_norm)) / len(norms) if len(norms) else None
+    return {"clip_norm": clip_norm, "clipped_fraction": clipped}
+
+
+def build_strategy(
+    spec: str | Mapping[str, Any], seed: int = 0, *, expected_clients: float | None = None
+) -> Strategy:
+    """Parse any strategy spec into a fresh :class:`Strategy` seeded from the run seed
+    (``expected_clients``: clients per round on average, for central DP's estimator)."""
     table, _ = canonical_strategy(spec)
-    return Strategy(table=table, seed=seed)
+    return Strategy(table=table, seed=seed, expected_clients=expected_clients)
 
 
 def aggregate(

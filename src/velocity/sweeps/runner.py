@@ -92,6 +92,8 @@ def validate_sweep_request(
     specs: Sequence[RunSpec], out_dir: Path, parallel: int | None, resume: bool
 ) -> list[RunSpec]:
     """Check a sweep request before anything is written (InputError naming the problem)."""
+    from velocity.simulation import plan_privacy
+
     if not specs:
         raise InputError("a sweep needs at least one run")
     if parallel is not None and (isinstance(parallel, bool) or parallel < 1):
@@ -104,6 +106,7 @@ def validate_sweep_request(
         if spec.name in seen:
             raise InputError(f"duplicate run name '{spec.name}' in the sweep")
         seen.add(spec.name)
+        plan_privacy(spec)  # dp-accounting missing or a budget spent before round 1: exit 2
         # Two names for one configuration would count one result twice (e.g. as two seeds).
         twin = by_fingerprint.setdefault(spec.fingerprint, spec.name)
         if twin != spec.name:
