@@ -65,7 +65,11 @@ def datasets_command(json_output: bool = JSON_OPTION) -> None:
     if json_output:
         print_json(rows)
         return
-    table = Table(title="datasets")
+    table = Table(
+        title="datasets",
+        caption="synthetic's samples are for 10 clients: it generates data for each client of "
+        "the run; user data is counted when a run loads it",
+    )
     table.add_column("name")
     for column in ("samples", "features", "classes"):
         table.add_column(column, justify="right")
