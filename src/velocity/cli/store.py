@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from velocity.cli import _options
 from velocity.cli._app import app, out_console, print_json
@@ -84,17 +85,54 @@ def _record_row(record: RunRecord) -> dict[str, Any]:
     }
 
 
+_STATUS_STYLES = {"failed": "red", "diverged": "yellow", "running": "cyan"}
+
+_RUNS_COLUMNS = (
+    # (key, header, justify, keep, drop order): name, status and accuracy always show; the
+    # others give way, last first, when the terminal is too narrow for them.
+    ("run_id", "id", "left", False, 3),
+    ("name", "name", "left", True, 0),
+    ("status", "status", "left", True, 0),
+    ("dataset", "dataset", "left", False, 4),
+    ("strategy", "strategy", "left", False, 0),
+    ("attack", "attack", "left", False, 1),
+    ("seed", "seed", "right", False, 2),
+    ("test_accuracy", "test_accuracy", "right", True, 0),
+    ("started_at", "started", "left", False, 5),
+)
+
+
+def _write_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+    import sys
+
+    if not rows:
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_clean(rows))
+    sys.stdout.flush()
+
+
+def _one_output_format(json_output: bool, csv_output: bool) -> None:
+    if json_output and csv_output:
+        raise InputError("give either --json or --csv, not both")
+
+
 @app.command("runs")
 def runs_command(
     sweep: Path | None = typer.Option(None, "--sweep", help="Only the runs of this sweep folder."),
     store: Path | None = STORE_OPTION,
     json_output: bool = JSON_OPTION,
+    csv_output: bool = typer.Option(
+        False, "--csv", help="Print CSV on stdout (one row per run, every field)."
+    ),
 ) -> None:
     """List the runs recorded in the run store (oldest first)."""
-    from rich.table import Table
-
+    from velocity.cli._tables import Column, print_fitted_table
     from velocity.store import open_store
 
+    _one_output_format(json_output, csv_output)
     if sweep is not None and not (sweep / "manifest.json").is_file():
         # A mistyped folder would otherwise list nothing and look like a sweep without runs.
         raise InputError("not a sweep folder (no manifest.json)", source=str(sweep))
@@ -105,32 +143,35 @@ def runs_command(
     if json_output:
         print_json(_clean(rows))
         return
-    table = Table(title=f"runs in {path}")
-    for column in (
-        "id",
-        "name",
-        "status",
-        "dataset",
-        "strategy",
-        "attack",
-        "seed",
-        "acc",
-        "started",
-    ):
-        table.add_column(column, justify="right" if column in ("seed", "acc") else "left")
-    for row in rows:
-        table.add_row(
-            row["run_id"][:8],
-            row["name"],
-            row["status"],
-            str(row["dataset"]),
-            row["strategy"],
-            row["attack"],
-            str(row["seed"]),
-            _fmt(row["test_accuracy"]),
-            row["started_at"],
-        )
-    out_console.print(table)
+    if csv_output:
+        _write_csv(rows)
+        return
+    cells = [
+        {
+            "run_id": row["run_id"][:8],
+            "name": row["name"],
+            "status": row["status"],
+            "dataset": str(row["dataset"]),
+            "strategy": row["strategy"],
+            "attack": row["attack"],
+            "seed": str(row["seed"]),
+            "test_accuracy": _fmt(row["test_accuracy"]),
+            # Minutes are enough to tell runs apart here; --json keeps the full timestamp.
+            "started_at": (row["started_at"] or "-")[:16].replace("T", " "),
+        }
+        for row in rows
+    ]
+    columns = [
+        Column(key, header, justify, keep=keep, drop_order=order)
+        for key, header, justify, keep, order in _RUNS_COLUMNS
+    ]
+    print_fitted_table(
+        out_console,
+        columns,
+        cells,
+        title=f"runs in {path}",
+        row_styles=[_STATUS_STYLES.get(row["status"]) for row in rows],
+    )
 
 
 @app.command("show")
@@ -138,19 +179,28 @@ def show_command(
     run: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix or name."),
     store: Path | None = STORE_OPTION,
     json_output: bool = JSON_OPTION,
+    spec_only: bool = typer.Option(
+        False, "--spec", help="Print only the run's spec, as a TOML run file 'velocity run' reads."
+    ),
 ) -> None:
-    """Print one stored run: status, spec, final and best metrics, per-round records."""
+    """Print one stored run: status, final and best metrics, and its spec as TOML."""
     from rich.table import Table
 
     from velocity.report import attack_label, strategy_label
+    from velocity.spec import spec_toml
     from velocity.store import open_store
 
+    if json_output and spec_only:
+        raise InputError("give either --json or --spec, not both")
     with open_store(_existing_store_path(store)) as run_store:
         record = run_store.find_run(run)
     if json_output:
         print_json(_clean(record.to_dict()))
         return
-    out_console.print(f"[bold]{record.name}[/] ({record.run_id}) — {record.status}")
+    if spec_only:
+        sys_stdout_write(spec_toml(record.spec))
+        return
+    out_console.print(f"[bold]{escape(record.name)}[/] ({record.run_id}) — {record.status}")
     for label, value in (
         ("source", record.source or "velocity run"),
         ("fingerprint", record.fingerprint),
@@ -162,7 +212,7 @@ def show_command(
         ("error", record.error),
     ):
         if value is not None:
-            out_console.print(f"  {label}: {value}", highlight=False)
+            out_console.print(f"  {label}: {value}", highlight=False, markup=False)
     table = Table(title="final / best")
     table.add_column("metric")
     table.add_column("final", justify="right")
@@ -170,7 +220,22 @@ def show_command(
     for key in sorted(set(record.final) | set(record.best)):
         table.add_row(key, _fmt(record.final.get(key)), _fmt(record.best.get(key)))
     out_console.print(table)
-    out_console.print("spec:", record.spec)
+    out_console.print(
+        f"spec (TOML; 'velocity show {record.run_id[:8]} --spec > run.toml' writes it, "
+        "'velocity run run.toml' runs it again):",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    sys_stdout_write(spec_toml(record.spec))
+
+
+def sys_stdout_write(text: str) -> None:
+    """Plain text on stdout, as written: no markup, highlighting or wrapping."""
+    import sys
+
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _print_leaderboard(board: Leaderboard) -> None:
