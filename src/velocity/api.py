@@ -149,9 +149,12 @@ def leaderboard(
     dataset: str | None = None,
     attack: str | None = None,
     store: str | Path | RunStore | None = None,
+    where: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Leaderboard:
     """Rank configurations over seeds. ``source`` is a sweep (its result or folder: its own
-    runs, read from the folder) or None (every run in the run store)."""
+    runs, read from the folder) or None (every run in the run store). ``where`` keeps the runs
+    whose fields match (``{"strategy": "fedavg", "rounds": ["15", "20"]}``: every field, any
+    of its values)."""
     from velocity.leaderboards import build_leaderboard, check_metric, records_from_sweep
     from velocity.records import check_target_accuracy
     from velocity.sweepdir import read_sweep
@@ -170,7 +173,9 @@ def leaderboard(
         finally:
             if owned:
                 run_store.close()
-    return build_leaderboard(records, metric, target=target, dataset=dataset, attack=attack)
+    return build_leaderboard(
+        records, metric, target=target, dataset=dataset, attack=attack, where=where
+    )
 
 
 def archive(

@@ -239,57 +239,55 @@ def sys_stdout_write(text: str) -> None:
 
 
 def _print_leaderboard(board: Leaderboard) -> None:
-    from rich.table import Table
-
-    from velocity.leaderboards import CORRECTION
+    from velocity.cli._tables import Column, print_fitted_table
+    from velocity.leaderboards import CORRECTION, verdict
 
     arrow = "higher is better" if board.higher_is_better else "lower is better"
     unit = f" ({board.unit})" if board.unit else ""
-    table = Table(title=f"leaderboard: {board.metric}{unit}, {arrow}")
-    for column in (
-        "#",
-        "configuration",
-        "dataset",
-        "strategy",
-        "attack",
-        "n",
-        "mean",
-        "std",
-        "95% CI",
-        "vs best",
-    ):
-        table.add_column(column, justify="right" if column in ("#", "n", "mean", "std") else "left")
+    digits = {"rounds-to-target": 1, "wall-clock": 2, "comm-cost": 3}.get(board.metric, 4)
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    columns = [Column("rank", "#", "right", keep=True)]
+    # The fields that tell the rows apart are the rows' names: never cut, never dropped.
+    columns += [Column(f"field:{k}", k, keep=True) for k in board.config_fields]
+    columns += [
+        Column("n", "n", "right", drop_order=1),
+        Column("mean", "mean ± std", "right", keep=True),
+        Column("ci", "95% CI", drop_order=0),
+        Column("verdict", "vs best", keep=True),
+    ]
     if board.metric == "rounds-to-target":
-        table.add_column("reached", justify="right")
+        columns.append(Column("reached", "reached", "right", keep=True))
     if board.metric == "pareto":
-        table.add_column("comm MB", justify="right")
-        table.add_column("front", justify="right")
-    for row in board.rows:
-        if row.best:
-            verdict = "best"
-        elif row.p_adjusted is None:
-            verdict = "n/a (needs 2+ seeds)"
-        else:
-            verdict = f"{'worse' if row.significant else 'tie'} (p={row.p_adjusted:.3g})"
-        interval = "-" if row.ci_low is None else f"[{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]"
-        cells = [
-            str(row.rank),
-            row.label,
-            row.dataset,
-            row.strategy,
-            row.attack,
-            str(row.runs),
-            _fmt(row.mean),
-            _fmt(row.std),
-            interval,
-            verdict,
+        columns += [
+            Column("comm", "comm MB", "right", keep=True),
+            Column("front", "front", "right", keep=True),
         ]
-        if board.metric == "rounds-to-target":
-            cells.append(str(row.extra.get("reached")))
-        if board.metric == "pareto":
-            cells += [_fmt(row.extra.get("comm_cost_mb"), 3), _fmt(row.extra.get("pareto_front"))]
-        table.add_row(*cells)
-    out_console.print(table)
+    cells = []
+    for row in board.rows:
+        mean = number(row.mean) + ("" if row.std is None else f" ± {number(row.std)}")
+        cell = {
+            "rank": str(row.rank),
+            "n": str(row.runs),
+            "mean": mean,
+            "ci": "-" if row.ci_low is None else f"[{number(row.ci_low)}, {number(row.ci_high)}]",
+            "verdict": verdict(row),
+            "reached": str(row.extra.get("reached")),
+            "comm": _fmt(row.extra.get("comm_cost_mb"), 3),
+            "front": _fmt(row.extra.get("pareto_front")),
+        }
+        cell.update({f"field:{k}": row.fields.get(k, "-") for k in board.config_fields})
+        cells.append(cell)
+    print_fitted_table(
+        out_console,
+        columns,
+        cells,
+        title=f"leaderboard: {board.metric}{unit}, {arrow}",
+        row_styles=["bold" if row.best else None for row in board.rows],
+        hint="--format md/csv/json/latex",
+    )
     out_console.print(
         f"'worse': Welch's t-test against the best, p < {board.alpha:g} after {CORRECTION}'s "
         f"correction for {max(len(board.rows) - 1, 0)} comparisons; 'tie': no significant "
@@ -311,20 +309,42 @@ def leaderboard_command(
     sweep: Path | None = typer.Option(
         None, "--sweep", help="Rank the runs of this sweep folder (read from it, not the store)."
     ),
+    where: list[str] | None = typer.Option(
+        None,
+        "--where",
+        help="Only runs whose FIELD matches: field=value, e.g. strategy=fedavg (repeatable).",
+    ),
+    output_format: str = typer.Option(
+        "table", "--format", help="table (default), md, csv, json or latex (booktabs)."
+    ),
     store: Path | None = STORE_OPTION,
-    json_output: bool = JSON_OPTION,
+    json_output: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Rank configurations over seeds: mean, std, 95% CI, significance vs the best."""
     from velocity.api import leaderboard
+    from velocity.leaderboards import LEADERBOARD_FORMATS, format_leaderboard, parse_where
 
+    if output_format not in LEADERBOARD_FORMATS:
+        raise InputError(
+            f"--format must be one of {', '.join(LEADERBOARD_FORMATS)}, got {output_format!r}"
+        )
+    if json_output and output_format not in ("table", "json"):
+        raise InputError(f"give either --json or --format {output_format}, not both")
+    wanted = parse_where(where or [])
     if sweep is None:
         store = _existing_store_path(store)
     elif store is not None:
         raise InputError("give either --sweep (its own runs) or --store, not both")
     board = leaderboard(
-        sweep, metric=metric, target=target, dataset=dataset, attack=attack, store=store
+        sweep,
+        metric=metric,
+        target=target,
+        dataset=dataset,
+        attack=attack,
+        store=store,
+        where=wanted,
     )
-    if json_output:
-        print_json(_clean(board.to_dict()))
+    if json_output or output_format != "table":
+        sys_stdout_write(format_leaderboard(board, "json" if json_output else output_format))
     else:
         _print_leaderboard(board)
