@@ -254,3 +254,61 @@ def test_owned_examples_parse() -> None:
         specs = load_experiment(path)
         assert specs, path
         assert len({s.name for s in specs}) == len(specs)
+
+
+def test_a_flat_file_of_run_fields_is_one_run_named_after_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "fedavg-digits.toml"
+    path.write_text('dataset = "digits"\nmodel = "logreg"\nrounds = 4\nbatch_size = 16\n')
+    (spec,) = load_experiment(path)
+    assert spec.name == "fedavg-digits"
+    assert (spec.rounds, spec.batch_size, spec.model["type"]) == (4, 16, "logreg")
+    # Flags still override, the same loader serves run and sweep.
+    (overridden,) = load_experiment(path, {"rounds": 2}, matrix=False)
+    assert overridden.rounds == 2 and overridden.name == "fedavg-digits"
+
+
+def test_a_flat_file_keeps_its_own_name_and_tables(tmp_path: Path) -> None:
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        'name = "mine"\nattack = "sign_flip"\nbyzantine = 1\n[model]\ntype = "logreg"\n'
+    )
+    (spec,) = load_experiment(path)
+    assert spec.name == "mine" and spec.model == {"type": "logreg"}
+    assert spec.attacks[0]["type"] == "sign_flip"
+
+
+def test_an_unusable_file_name_falls_back_to_the_default_run_name(tmp_path: Path) -> None:
+    path = tmp_path / "plugins.toml"  # a name the sweep folder reserves for itself
+    path.write_text("rounds = 2\n")
+    assert load_experiment(path)[0].name == "run"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "rounds = 3\nbatch_sze = 4\n",
+            "unknown top-level key 'batch_sze'; did you mean 'batch_size'?",
+        ),
+        ("[matrx]\nrounds = [1]\n", "unknown top-level key 'matrx'; did you mean '[matrix]'?"),
+        ("rounds = 0\n", "exp.toml: rounds: Input should be greater than 0"),
+        ("rounds = 3\n[shared]\nlr = 0.1\n", "a run field beside tables belongs in [shared]"),
+    ],
+)
+def test_flat_file_errors_name_the_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_experiment(path)
+    assert expected in str(info.value) and str(path) in str(info.value)
+
+
+def test_velocity_run_and_sweep_accept_a_flat_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "quick.toml"
+    path.write_text('model = "logreg"\nrounds = 2\nnum_clients = 4\n')
+    assert main(["run", str(path), "--json"]) == 0
+    assert '"name": "quick"' in capsys.readouterr().out
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(path), "--out", str(out), "--parallel", "1"]) == 0
+    assert (out / "quick" / "summary.json").is_file()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -14,8 +16,11 @@ from velocity.errors import InputError
 from velocity.leaderboards import (
     LEADERBOARD_METRICS,
     build_leaderboard,
+    format_leaderboard,
     holm_adjust,
+    latex_escape,
     mean_confidence_interval,
+    parse_where,
     welch_t_test,
 )
 from velocity.spec import spec_from_mapping
@@ -225,3 +230,144 @@ def test_reading_commands_never_create_a_store(
     assert main(["runs", "--store", str(missing)]) == 2
     assert "no run store here yet" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def _round_variants() -> list[RunRecord]:
+    """Three fedavg-under-sign_flip configurations that differ only in their rounds, and a
+    no-attack one: before, all three rows read 'fedavg__sign_flip'."""
+    records = []
+    for rounds, accuracies in ((15, (0.60, 0.62)), (20, (0.70, 0.71)), (150, (0.90, 0.91))):
+        for seed, accuracy in enumerate(accuracies):
+            records.append(
+                _record(
+                    f"fedavg__sign_flip__s{seed}",
+                    seed,
+                    accuracy,
+                    rounds=rounds,
+                    attack="sign_flip",
+                    byzantine=1,
+                )
+            )
+    records += [_record(f"fedavg__none__s{s}", s, 0.93 + 0.01 * s, rounds=20) for s in (0, 1)]
+    return records
+
+
+def test_rows_are_labelled_by_the_fields_that_tell_them_apart() -> None:
+    board = build_leaderboard(_round_variants(), "accuracy")
+    assert board.config_fields == ["attack", "rounds"]
+    assert [(r.fields["attack"], r.fields["rounds"]) for r in board.rows] == [
+        ("none", "20"),
+        ("sign_flip", "150"),
+        ("sign_flip", "20"),
+        ("sign_flip", "15"),
+    ]
+    labels = [tuple(r.fields.values()) for r in board.rows]
+    assert len(set(labels)) == len(labels)
+    payload = board.to_dict()
+    assert payload["config_fields"] == ["attack", "rounds"]
+    assert payload["rows"][0]["fields"] == {"attack": "none", "rounds": "20"}
+
+
+def test_where_filters_on_any_field_and_names_unknown_ones() -> None:
+    records = _round_variants()
+    board = build_leaderboard(records, "accuracy", where=parse_where(["attack=sign_flip"]))
+    assert [r.fields for r in board.rows] == [{"rounds": "150"}, {"rounds": "20"}, {"rounds": "15"}]
+    both = parse_where(["rounds=15", "rounds=150.0", "attack=sign_flip"])
+    assert [r.fields["rounds"] for r in build_leaderboard(records, where=both).rows] == [
+        "150",
+        "15",
+    ]
+    assert build_leaderboard(records, where={"strategy": "mean"}).rows  # the aggregator's type
+    assert not build_leaderboard(records, where={"strategy": "krum"}).rows
+    with pytest.raises(InputError, match="unknown field 'rouds'; did you mean 'rounds'"):
+        parse_where(["rouds=3"])
+    with pytest.raises(InputError, match="--where takes field=value"):
+        parse_where(["rounds"])
+
+
+def _table_rows(latex: str) -> list[str]:
+    body = latex.split("\\midrule\n", 1)[1].split("\\bottomrule", 1)[0]
+    return [line for line in body.splitlines() if line.strip()]
+
+
+def test_latex_is_a_booktabs_table_with_the_best_in_bold() -> None:
+    board = build_leaderboard(_round_variants() + _records(), "accuracy")
+    latex = format_leaderboard(board, "latex")
+    assert latex.count("{") == latex.count("}")
+    depth = 0
+    for char in latex.replace("\\{", "").replace("\\}", ""):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        assert depth >= 0
+    assert latex.count("\\begin{") == latex.count("\\end{") == 2
+    for rule in ("\\toprule", "\\midrule", "\\bottomrule"):
+        assert latex.count(rule) == 1
+    rows = _table_rows(latex)
+    assert len(rows) == len(board.rows)  # one row per group
+    columns = latex.split("\\begin{tabular}{", 1)[1].split("}", 1)[0]
+    for row in rows:
+        assert row.endswith("\\\\") and row.count(" & ") == len(columns) - 1
+    assert "\\textbf{" in rows[0] and all("\\textbf{" not in r for r in rows[1:])
+    assert any("$^{*}$" in r for r in rows)  # the significantly worse are starred
+    assert "sign\\_flip" in latex and "sign_flip" not in latex.replace("sign\\_flip", "")
+    assert "Holm" in latex and "Welch" in latex
+
+
+def test_latex_escapes_every_special_character() -> None:
+    assert latex_escape("a_b & c% $d$ #e {f} ~g ^h \\i > j") == (
+        "a\\_b \\& c\\% \\$d\\$ \\#e \\{f\\} \\textasciitilde{}g \\textasciicircum{}h "
+        "\\textbackslash{}i \\textgreater{} j"
+    )
+
+
+def test_markdown_csv_and_json_formats() -> None:
+    board = build_leaderboard(_round_variants(), "accuracy")
+    markdown = format_leaderboard(board, "md")
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert table[0] == "| # | attack | rounds | n | mean ± std | 95% CI | vs best |"
+    assert len(table) == 2 + len(board.rows) and "**0.9350 ± 0.0071**" in table[2]
+    assert "Holm" in markdown
+    rows = list(csv.DictReader(io.StringIO(format_leaderboard(board, "csv"))))
+    assert [r["rounds"] for r in rows] == ["20", "150", "20", "15"]
+    assert float(rows[1]["mean"]) == pytest.approx(0.905) and rows[0]["best"] == "true"
+    payload = json.loads(format_leaderboard(board, "json"))
+    assert payload["correction"] == "Holm" and len(payload["rows"]) == 4
+
+
+def test_cli_leaderboard_formats_where_and_distinguishable_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from velocity.cli._app import out_console
+
+    with open_store() as store:
+        for record in _round_variants():
+            spec = spec_from_mapping(record.spec)
+            # The same run names, from three sweeps of different lengths.
+            source = f"/sweep-{spec.rounds}"
+            run_id = store.start_run(run_start(spec, source, record.started_at))
+            store.finish_run(
+                run_id,
+                status="complete",
+                error=None,
+                finished_at=record.finished_at or "",
+                wall_seconds=1.0,
+                final=record.final,
+                best={},
+                totals=record.totals,
+                rounds=record.rounds or [],
+            )
+    monkeypatch.setattr(out_console, "_width", 80)
+    assert main(["leaderboard"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and all(len(line) <= 80 for line in out.splitlines())
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert [row.split("│")[3].strip() for row in rows] == ["20", "150", "20", "15"]
+    assert "Holm's correction" in " ".join(out.split())
+    assert main(["leaderboard", "--where", "rounds=15", "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["leaderboard", "--format", "latex", "--where", "attack=sign_flip"]) == 0
+    assert len(_table_rows(capsys.readouterr().out)) == 3
+    assert main(["leaderboard", "--format", "xml"]) == 2
+    assert "--format must be one of table, md, csv, json, latex" in capsys.readouterr().err
+    assert main(["leaderboard", "--json", "--format", "md"]) == 2
+    assert main(["leaderboard", "--where", "rouds=3"]) == 2
+    assert "did you mean 'rounds'" in capsys.readouterr().err

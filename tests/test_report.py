@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import html
+import json
 import math
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,7 +167,7 @@ def test_write_reports_writes_every_file_and_a_self_contained_page(data: SweepDa
     assert read_json(out / "comparison.json")["schema"] == "velocity.comparison/1"
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') == len(PLOT_NAMES)
-    assert not re.search(r"(src|href)=\"(?!data:)", page)
+    assert not re.search(r"(src|href)=\"(?!data:|#)", page)  # in-page anchors only
     assert "<script" not in page and "<link" not in page and "http" not in page.lower()
 
 
@@ -202,10 +206,57 @@ def _colourful_pixels(screenshot: Path) -> int:
     return int((spread > 0.25).sum())
 
 
+LAPTOP = (1366, 768)
+"""The most common laptop screen, in CSS pixels."""
+
+_LAYOUT_PROBE = """<script>addEventListener("load", () => {
+  const rects = [...document.querySelectorAll("figure img")].map((img) => {
+    const r = img.getBoundingClientRect();
+    return [img.closest("figure").id, r.left, r.top + scrollY, r.width, r.height];
+  });
+  const out = document.createElement("pre");
+  out.id = "layout";
+  out.textContent = JSON.stringify({rects, scrollWidth: document.documentElement.scrollWidth,
+    innerWidth, height: document.documentElement.scrollHeight});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def _layout(binary: str, page: Path, profile: Path) -> dict[str, Any]:
+    """Where the page puts its plots at laptop width: the page itself plus a script that only
+    measures (it runs after layout and adds its answer at the very end), read from the DOM."""
+    probe = page.with_name("probe.html")
+    probe.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", _LAYOUT_PROBE + "</body>"),
+        encoding="utf-8",
+    )
+    dom = _headless(
+        binary,
+        profile,
+        f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+        "--hide-scrollbars",
+        "--dump-dom",
+        probe.as_uri(),
+    )
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dom.stdout)
+    assert found, dom.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def _ink_share(pixels: Any, rect: Sequence[float]) -> float:
+    """Share of the pixels in ``rect`` (left, top, width, height) that are not white."""
+    left, top, width, height = (round(v) for v in rect)
+    region = pixels[top : top + height, left : left + width, :3]
+    assert region.size, rect
+    return float((region.min(axis=-1) < 0.9).mean())
+
+
 @pytest.mark.slow
 def test_report_opens_in_headless_chromium_without_errors_and_shows_plots(
     data: SweepData, tmp_path: Path
 ) -> None:
+    import matplotlib.image
+
     binary = _chromium()
     if binary is None:
         pytest.skip("chromium not installed (CI installs Debian's chromium package)")
@@ -217,31 +268,58 @@ def test_report_opens_in_headless_chromium_without_errors_and_shows_plots(
     assert not console, console
     assert dom.stdout.count('src="data:image/png;base64,') == len(PLOT_NAMES)
 
-    shot = tmp_path / "report.png"
-    _headless(
-        binary,
-        tmp_path / "profile2",
-        "--window-size=1280,5000",
-        "--hide-scrollbars",
-        f"--screenshot={shot}",
-        page.as_uri(),
-    )
-    shown = _colourful_pixels(shot)
+    # At laptop width nothing spills sideways, and every plot fits the window.
+    layout = _layout(binary, page, tmp_path / "profile2")
+    assert layout["scrollWidth"] <= layout["innerWidth"] == LAPTOP[0]
+    rects = {name: rect for name, *rect in layout["rects"]}
+    assert list(rects) == [f"plot-{name}" for name in PLOT_NAMES]
+    for name, (left, _, width, height) in rects.items():
+        assert left >= 0 and left + width <= LAPTOP[0] and height > 100, (name, width, height)
 
-    # Control: the same page with undecodable images must look different, or the check is void.
-    broken = tmp_path / "broken.html"
-    broken.write_text(
-        re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,AAAA", page.read_text(encoding="utf-8")),
+    def screenshot(target: Path, profile: str) -> Path:
+        shot = tmp_path / f"{profile}.png"
+        _headless(
+            binary,
+            tmp_path / profile,
+            f"--window-size={LAPTOP[0]},{layout['height']}",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            target.as_uri(),
+        )
+        return shot
+
+    shot = screenshot(page, "profile3")
+    pixels = matplotlib.image.imread(str(shot))
+    shares = {name: _ink_share(pixels, rect) for name, rect in rects.items()}
+    # Every plot region shows a plot (lines, text, filled cells), not a blank box.
+    assert all(share > 0.02 for share in shares.values()), shares
+
+    # Control: the same page with blank images of the same sizes (the same layout) must fail
+    # the check, or the check is void.
+    blanks = iter(_blank_png(data.out_dir / "plots" / f"{name}.png") for name in PLOT_NAMES)
+    blank = tmp_path / "blank.html"
+    blank.write_text(
+        re.sub(
+            r"base64,[A-Za-z0-9+/=]+",
+            lambda _: "base64," + next(blanks),
+            page.read_text(encoding="utf-8"),
+        ),
         encoding="utf-8",
     )
-    broken_shot = tmp_path / "broken.png"
-    _headless(
-        binary,
-        tmp_path / "profile3",
-        "--window-size=1280,5000",
-        "--hide-scrollbars",
-        f"--screenshot={broken_shot}",
-        broken.as_uri(),
-    )
-    assert shown > 20_000, shown
-    assert _colourful_pixels(broken_shot) < shown / 10
+    blank_pixels = matplotlib.image.imread(str(screenshot(blank, "profile4")))
+    blank_shares = [_ink_share(blank_pixels, rect) for rect in rects.values()]
+    assert max(blank_shares) < 0.005 < 0.02 < min(shares.values()), (blank_shares, shares)
+    assert _colourful_pixels(shot) > 20_000
+
+
+def _blank_png(plot: Path) -> str:
+    """A white PNG of the plot's size, base64."""
+    import base64
+    import io
+
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(str(plot)).shape[:2]
+    buffer = io.BytesIO()
+    matplotlib.image.imsave(buffer, np.ones((height, width, 3)), format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -348,7 +348,8 @@ def test_cli_sweep_of_quickstart_writes_every_file(
     )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["out_dir"] == str(out) and payload["exit_code"] == 0
+    assert [r["name"] for r in payload] == ["fedavg-mlp"]
+    assert payload[0]["source"] == str(out) and payload[0]["status"] == "complete"
     for name in (*SWEEP_FILES, *PLOT_FILES):
         assert (out / name).is_file(), name
     for name in RUN_FILES:

@@ -150,10 +150,13 @@ def leaderboard(
     attack: str | None = None,
     store: str | Path | RunStore | None = None,
     cost: str = "comm-cost",
+    where: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Leaderboard:
     """Rank configurations over seeds. ``source`` is a sweep (its result or folder: its own
     runs, read from the folder) or None (every run in the run store). ``cost``: what the
-    ``pareto`` metric trades accuracy against, ``comm-cost`` or ``epsilon``."""
+    ``pareto`` metric trades accuracy against, ``comm-cost`` or ``epsilon``. ``where`` keeps the
+    runs whose fields match (``{"strategy": "fedavg", "rounds": ["15", "20"]}``: every field,
+    any of its values)."""
     from velocity.leaderboards import (
         build_leaderboard,
         check_cost,
@@ -179,7 +182,13 @@ def leaderboard(
             if owned:
                 run_store.close()
     return build_leaderboard(
-        records, metric, target=target, dataset=dataset, attack=attack, cost=cost
+        records,
+        metric,
+        target=target,
+        dataset=dataset,
+        attack=attack,
+        cost=cost,
+        where=where,
     )
 
 

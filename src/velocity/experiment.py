@@ -1,4 +1,5 @@
-"""Experiment files: ``[shared]`` defaults, explicit ``[[runs]]`` and a ``[matrix]`` of values.
+"""Experiment files: ``[shared]`` defaults, explicit ``[[runs]]`` and a ``[matrix]`` of values,
+or one flat table of run fields (a single run named after its file).
 
 Expands a TOML experiment (or ad-hoc CLI lists) into validated, uniquely named RunSpecs; every
 error is one line naming the file and the key. The format is documented in docs/sweep-spec.md.
@@ -19,11 +20,13 @@ from pydantic import ValidationError
 
 from velocity.errors import SpecError
 from velocity.plugins import base_dir as plugin_base_dir
+from velocity.records import run_name_problem
 from velocity.spec import RunSpec, format_validation_error, load_toml
 
 __all__ = [
     "MATRIX_KEYS",
     "expand_experiment",
+    "is_flat_run",
     "load_experiment",
     "name_slug",
     "specs_from_flags",
@@ -31,6 +34,7 @@ __all__ = [
 ]
 
 _TOP_LEVEL_KEYS = ("shared", "runs", "matrix")
+_RUN_FIELD_KEYS = frozenset({*RunSpec.model_fields, "attack"})
 _COMPONENT_KEYS = frozenset({"dataset", "partition", "model", "strategy", "attack", "attacks"})
 MATRIX_KEYS: tuple[str, ...] = tuple(
     sorted({*RunSpec.model_fields, "attack", "seeds"} - {"name", "seed", "plugins"})
@@ -158,8 +162,42 @@ def _validate(merged: Mapping[str, Any], where: str, axis_values: Mapping[str, A
         raise SpecError(format_validation_error(exc, where)) from None
 
 
-def _bases(doc: Mapping[str, Any], source: str) -> list[tuple[dict[str, Any], str, str | None]]:
-    """``(fields, where, base name)`` for every explicit run (or ``[shared]`` alone)."""
+def is_flat_run(doc: Mapping[str, Any]) -> bool:
+    """Whether a document is one flat table of run fields (no ``[shared]``, ``[[runs]]`` or
+    ``[matrix]``): one run, as ``velocity show RUN --spec`` prints it."""
+    return bool(doc) and not set(doc) & set(_TOP_LEVEL_KEYS)
+
+
+def _check_flat_keys(doc: Mapping[str, Any], source: str) -> None:
+    unknown = sorted(set(doc) - _RUN_FIELD_KEYS)
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, [*_RUN_FIELD_KEYS, *_TOP_LEVEL_KEYS], n=1)
+        hint = ""
+        if close:
+            shown = close[0] if close[0] in _RUN_FIELD_KEYS else f"[{close[0]}]"
+            hint = f"did you mean '{shown}'? "
+        raise SpecError(
+            f"{source}: unknown top-level key '{key}'; {hint}a run file is one flat table of run "
+            "fields, or [shared], [[runs]] and [matrix] tables"
+        )
+
+
+def _file_run_name(path: str | Path) -> str | None:
+    """The run name a flat file gives its run: the file's name without ``.toml``, made safe."""
+    name = _UNSAFE_NAME_CHARS.sub("-", Path(path).stem)
+    name = re.sub(r"-{2,}", "-", name).strip("-.")[:_NAME_LIMIT]
+    return name if name and run_name_problem(name) is None else None
+
+
+def _bases(
+    doc: Mapping[str, Any], source: str, flat_name: str | None = None
+) -> list[tuple[dict[str, Any], str, str | None]]:
+    """``(fields, where, base name)`` for every explicit run (or ``[shared]`` alone, or the one
+    run of a flat document, named ``flat_name`` unless it names itself)."""
+    if is_flat_run(doc):
+        fields = dict(doc)
+        return [(fields, source, fields.pop("name", None) or flat_name)]
     shared = _check_table(doc.get("shared", {}), f"{source}: [shared]")
     if "runs" not in doc:
         return [(shared, f"{source}: shared", shared.pop("name", None))]
@@ -208,21 +246,27 @@ def expand_experiment(
     overrides: Mapping[str, Any] | None = None,
     *,
     matrix: bool = True,
+    flat_name: str | None = None,
 ) -> list[RunSpec]:
-    """RunSpecs of an experiment document (``[shared]``, ``[[runs]]``, ``[matrix]``).
+    """RunSpecs of an experiment document (``[shared]``, ``[[runs]]``, ``[matrix]``, or one
+    flat table of run fields: a single run, named ``flat_name`` unless it sets ``name``).
 
     ``[matrix]`` expands on top of every ``[[runs]]`` entry (or ``[shared]`` alone);
     ``overrides`` (CLI flags) apply on top of every run. ``matrix=False`` refuses a
     ``[matrix]`` (``velocity run`` runs the listed runs only). Raises SpecError naming the key.
     """
+    if is_flat_run(doc):
+        _check_flat_keys(doc, source)
     keys = _TOP_LEVEL_KEYS if matrix else ("shared", "runs")
-    unknown = sorted(set(doc) - set(keys))
+    unknown = [] if is_flat_run(doc) else sorted(set(doc) - set(keys))
     if unknown:
         allowed = ", ".join(f"[[{k}]]" if k == "runs" else f"[{k}]" for k in keys)
         hint = "" if matrix else " (use 'velocity sweep' for [matrix])"
+        if unknown[0] in _RUN_FIELD_KEYS:
+            hint += "; a run field beside tables belongs in [shared]"
         raise SpecError(f"{source}: unknown top-level key '{unknown[0]}'; allowed: {allowed}{hint}")
     overrides = dict(overrides or {})
-    bases = _bases(doc, source)
+    bases = _bases(doc, source, flat_name)
     has_matrix = "matrix" in doc
     if has_matrix:
         axes, seeds = _axes(_check_table(doc["matrix"], f"{source}: [matrix]"), source)
@@ -269,10 +313,13 @@ def load_experiment(
     path: str | Path, overrides: Mapping[str, Any] | None = None, *, matrix: bool = True
 ) -> list[RunSpec]:
     """RunSpecs of a TOML experiment file (the one loader of ``velocity run`` and ``velocity
-    sweep``); errors name the file and the key. Plug-in files it names are found next to it."""
+    sweep``); errors name the file and the key. Plug-in files it names are found next to it.
+    A flat file of run fields is one run named after the file (``fedavg.toml``: ``fedavg``)."""
     doc = load_toml(path)
     with plugin_base_dir(Path(path).resolve().parent):
-        return expand_experiment(doc, str(path), overrides, matrix=matrix)
+        return expand_experiment(
+            doc, str(path), overrides, matrix=matrix, flat_name=_file_run_name(path)
+        )
 
 
 def split_spec_list(text: str, option: str = "list") -> list[str]:

@@ -14,22 +14,35 @@ from typing import Any
 
 from velocity.errors import InputError
 from velocity.records import check_target_accuracy, rounds_to_target
-from velocity.report import attack_label, baseline_fingerprint, group_label, strategy_label
+from velocity.report import (
+    attack_label,
+    baseline_fingerprint,
+    distinguishing_fields,
+    group_label,
+    spec_fields,
+    strategy_label,
+)
 from velocity.store import RunRecord
 from velocity.sweepdir import SweepData
 
 __all__ = [
     "CORRECTION",
+    "LEADERBOARD_FORMATS",
     "LEADERBOARD_METRICS",
     "PARETO_COSTS",
+    "WHERE_FIELDS",
     "Leaderboard",
     "LeaderboardRow",
     "build_leaderboard",
     "check_cost",
     "check_metric",
+    "format_leaderboard",
     "holm_adjust",
+    "latex_escape",
     "mean_confidence_interval",
+    "parse_where",
     "records_from_sweep",
+    "verdict",
     "welch_t_test",
 ]
 
@@ -191,6 +204,8 @@ class LeaderboardRow:
     significant: bool | None = None
     best: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)
+    """The settings that tell this configuration apart from the other rows (short strings)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -205,11 +220,14 @@ class Leaderboard:
     alpha: float
     rows: list[LeaderboardRow]
     cost: str | None = None  # pareto's cost (PARETO_COSTS), None for the other metrics
+    config_fields: list[str] = field(default_factory=list)
+    """The names of the rows' distinguishing ``fields``, in display order."""
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"cost": self.cost} if self.cost is not None else {}
         return {
             **extra,
+            "config_fields": list(self.config_fields),
             "metric": self.metric,
             "higher_is_better": self.higher_is_better,
             "unit": self.unit,
@@ -336,6 +354,7 @@ def build_leaderboard(
     attack: str | None = None,
     alpha: float = 0.05,
     cost: str = "comm-cost",
+    where: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Leaderboard:
     """Rank configurations (runs grouped by fingerprint without seed) by ``metric``.
 
@@ -343,19 +362,23 @@ def build_leaderboard(
     a (fingerprint, seed) stored twice counts once (its latest record). ``cost`` is what
     ``pareto`` trades accuracy against: ``comm-cost`` (MB) or ``epsilon`` (a run without
     privacy costs ``inf``). A private configuration's rows carry its mean final ``epsilon``.
+    ``where`` keeps the runs whose field matches one of its values (``{"strategy": ["fedavg",
+    "krum"]}``, see :func:`parse_where`); each row is labelled with the fields that tell it
+    apart.
     """
     check_metric(metric)
     check_cost(cost)
     if cost != "comm-cost" and metric != "pareto":
         raise InputError(f"--cost is pareto's cost: give it with --metric pareto, not {metric}")
     check_target_accuracy(target)
+    wanted = _check_where(where or {})
     spec_info = LEADERBOARD_METRICS[metric]
     finished = _latest_per_run(records)
     baselines = {r.fingerprint: r for r in finished}
     value_of = _value_function(metric, target, baselines)
     groups: dict[str, list[RunRecord]] = {}
     for record in finished:
-        if _matches(record, dataset, attack):
+        if _matches(record, dataset, attack) and _where_matches(record.spec, wanted):
             groups.setdefault(record.fingerprint_without_seed, []).append(record)
     rows: list[LeaderboardRow] = []
     for key, members in groups.items():
@@ -391,6 +414,7 @@ def build_leaderboard(
             row.extra[key] = _mean_of(cost_of(m) for m in members)
             row.extra["pareto_cost"] = key
         rows.append(row)
+    config_fields = _label_rows(rows, groups)
     rows = _rank(rows, metric, spec_info.higher_is_better)
     _mark_significance(rows, alpha)
     return Leaderboard(
@@ -401,7 +425,17 @@ def build_leaderboard(
         alpha,
         rows,
         cost if metric == "pareto" else None,
+        config_fields,
     )
+
+
+def _label_rows(rows: Sequence[LeaderboardRow], groups: Mapping[str, list[RunRecord]]) -> list[str]:
+    """Give every row the fields that tell it apart from the others; returns their names."""
+    specs = [groups[row.fingerprint_without_seed][0].spec for row in rows]
+    fields = distinguishing_fields(specs)
+    for row, own in zip(rows, fields, strict=True):
+        row.fields = own
+    return list(fields[0]) if fields else []
 
 
 def _rank(rows: list[LeaderboardRow], metric: str, higher: bool) -> list[LeaderboardRow]:
@@ -450,3 +484,310 @@ def _mark_significance(rows: Sequence[LeaderboardRow], alpha: float) -> None:
     for row, adjusted in zip(others, holm_adjust([r.p_value for r in others]), strict=True):
         row.p_adjusted = adjusted
         row.significant = None if adjusted is None else adjusted < alpha
+
+
+# ----------------------------------------------------------------------------- filters
+
+WHERE_FIELDS: tuple[str, ...] = (
+    "strategy",
+    "attack",
+    "byzantine",
+    "dataset",
+    "partition",
+    "model",
+    "num_clients",
+    "clients_per_round",
+    "rounds",
+    "local_epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "mu",
+    "seed",
+    "eval_every",
+    "plugins",
+)
+"""Fields ``--where`` can filter on: every RunSpec field but ``name`` (``attack`` for
+``attacks``)."""
+
+
+def parse_where(items: Sequence[str]) -> dict[str, list[str]]:
+    """``--where`` values (``field=value``, repeatable) as ``{field: [values]}``: a run is kept
+    when, for every field given, it matches one of that field's values."""
+    wanted: dict[str, list[str]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise InputError(f"--where takes field=value (e.g. strategy=fedavg), got {item!r}")
+        wanted.setdefault(key.strip().lower(), []).append(value.strip())
+    return _check_where(wanted)
+
+
+def _check_where(where: Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:
+    checked: dict[str, list[str]] = {}
+    for key, values in where.items():
+        if key not in WHERE_FIELDS:
+            import difflib
+
+            close = difflib.get_close_matches(key, WHERE_FIELDS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InputError(
+                f"--where: unknown field {key!r}; {hint}allowed: {', '.join(WHERE_FIELDS)}"
+            )
+        checked[key] = [values] if isinstance(values, str) else list(values)
+    return checked
+
+
+def _same_number(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def _field_values(spec: Mapping[str, Any], key: str) -> set[str]:
+    """Every spelling of a spec's field that ``--where key=...`` may use (lower case): the
+    short label the tables show, and for components the type name alone."""
+    shown = spec_fields(spec)
+    values = {shown[key].lower()} if key in shown else set()
+    if key == "strategy":
+        table = spec.get("strategy") or {}
+        values |= {str((table.get("aggregator") or {}).get("type", "")).lower()}
+        values |= {str(p.get("type", "")).lower() for p in table.get("pre", [])}
+    elif key == "attack":
+        values |= {str(a.get("type", "")).lower() for a in spec.get("attacks", [])}
+    elif key in ("dataset", "partition", "model"):
+        values.add(str((spec.get(key) or {}).get("type", "")).lower())
+    elif key == "clients_per_round" and spec.get(key) is None:
+        values |= {"none", "all"}
+    elif key in ("mu", "seed"):
+        values.add(str(spec.get(key)).lower())
+    return values - {""}
+
+
+def _where_matches(spec: Mapping[str, Any], wanted: Mapping[str, Sequence[str]]) -> bool:
+    for key, options in wanted.items():
+        have = _field_values(spec, key)
+        if not any(
+            option.lower() in have or any(_same_number(option, h) for h in have)
+            for option in options
+        ):
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------- formats
+
+LEADERBOARD_FORMATS = ("table", "md", "csv", "json", "latex")
+"""``velocity leaderboard --format`` values (``table`` is the terminal's, drawn by the CLI)."""
+
+_DIGITS = {"rounds-to-target": 1, "wall-clock": 2, "comm-cost": 3}
+
+
+def _number(board: Leaderboard, value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.{_DIGITS.get(board.metric, 4)}f}"
+
+
+def verdict(row: LeaderboardRow) -> str:
+    """``best``, ``tie (p=..)``, ``worse (p=..)`` (Holm-adjusted p) or why there is no test."""
+    if row.best:
+        return "best"
+    if row.p_adjusted is None:
+        return "n/a (needs 2+ seeds)"
+    return f"{'worse' if row.significant else 'tie'} (p={row.p_adjusted:.3g})"
+
+
+def _extra_columns(board: Leaderboard) -> list[tuple[str, Callable[[LeaderboardRow], str]]]:
+    if board.metric == "rounds-to-target":
+        return [("reached", lambda r: str(r.extra.get("reached", "-")))]
+    if board.metric == "pareto":
+        return [
+            ("comm MB", lambda r: _number(board, r.extra.get("comm_cost_mb"))),
+            ("front", lambda r: str(r.extra.get("pareto_front", "-"))),
+        ]
+    return []
+
+
+def _metric_title(board: Leaderboard) -> str:
+    unit = f" ({board.unit})" if board.unit else ""
+    arrow = "higher is better" if board.higher_is_better else "lower is better"
+    return f"{LEADERBOARD_METRICS[board.metric].describe}{unit}, {arrow}"
+
+
+def _interval(board: Leaderboard, row: LeaderboardRow) -> str:
+    if row.ci_low is None:
+        return "-"
+    return f"[{_number(board, row.ci_low)}, {_number(board, row.ci_high)}]"
+
+
+def _markdown(board: Leaderboard) -> str:
+    extras = _extra_columns(board)
+    header = ["#", *board.config_fields, "n", "mean ± std", "95% CI", "vs best"]
+    header += [name for name, _ in extras]
+    lines = [
+        f"Leaderboard: {_metric_title(board)}. Welch's t-test against the best, "
+        f"{CORRECTION}-corrected p-values; worse: p < {board.alpha:g}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if h in ("#", "n") else "---" for h in header) + "|",
+    ]
+    for row in board.rows:
+        mean = _number(board, row.mean)
+        if row.std is not None:
+            mean += f" ± {_number(board, row.std)}"
+        if row.best:
+            mean = f"**{mean}**"
+        cells = [
+            str(row.rank),
+            *(row.fields.get(k, "-") for k in board.config_fields),
+            str(row.runs),
+            mean,
+            _interval(board, row),
+            verdict(row),
+            *(fn(row) for _, fn in extras),
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(board: Leaderboard) -> str:
+    import csv
+    import io
+
+    extras = _extra_columns(board)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        [
+            "rank",
+            "label",
+            *board.config_fields,
+            "runs",
+            "mean",
+            "std",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "p_adjusted",
+            "significant",
+            "best",
+            *(name.replace(" ", "_") for name, _ in extras),
+        ]
+    )
+
+    def raw(value: Any) -> str:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return ""
+        return repr(value) if isinstance(value, float) else str(value).lower()
+
+    for row in board.rows:
+        writer.writerow(
+            [
+                row.rank,
+                row.label,
+                *(row.fields.get(k, "") for k in board.config_fields),
+                row.runs,
+                *(raw(v) for v in (row.mean, row.std, row.ci_low, row.ci_high)),
+                *(raw(v) for v in (row.p_value, row.p_adjusted, row.significant, row.best)),
+                *(fn(row) for _, fn in extras),
+            ]
+        )
+    return buffer.getvalue()
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    ">": r"\textgreater{}",
+    "<": r"\textless{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text as LaTeX typesets it literally (one pass, so no escape is escaped again)."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def _latex(board: Leaderboard) -> str:
+    extras = _extra_columns(board)
+    fields = board.config_fields
+    metric = LEADERBOARD_METRICS[board.metric]
+    unit = f" ({board.unit})" if board.unit else ""
+    header = [
+        *(latex_escape(k) for k in fields),
+        "$n$",
+        latex_escape(metric.describe.split(" (")[0]) + latex_escape(unit),
+        *(latex_escape(name) for name, _ in extras),
+    ]
+    columns = "l" * len(fields) + "r" + "l" + "r" * len(extras)
+    arrow = "higher" if board.higher_is_better else "lower"
+    caption = (
+        f"{latex_escape(metric.describe[0].upper() + metric.describe[1:])}{latex_escape(unit)}"
+        f" over seeds: mean $\\pm$ std ({arrow} is better); best in bold. "
+        f"$^{{*}}$: worse than the best by Welch's $t$-test, $p < {board.alpha:g}$ after "
+        f"{CORRECTION}'s correction for {max(len(board.rows) - 1, 0)} comparisons."
+    )
+    lines = [
+        f"% velocity leaderboard --metric {board.metric}: needs \\usepackage{{booktabs}}",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{tab:velocity-{board.metric}}}",
+        f"\\begin{{tabular}}{{{columns}}}",
+        "\\toprule",
+        " & ".join(header) + " \\\\",
+        "\\midrule",
+    ]
+    for row in board.rows:
+        mean = _number(board, row.mean)
+        value = f"\\textbf{{{mean}}}" if row.best else mean
+        if row.std is not None:
+            value += f" $\\pm$ {_number(board, row.std)}"
+        if row.significant:
+            value += "$^{*}$"
+        cells = [
+            *(latex_escape(row.fields.get(k, "-")) for k in fields),
+            str(row.runs),
+            value,
+            *(latex_escape(fn(row)) for _, fn in extras),
+        ]
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def format_leaderboard(board: Leaderboard, fmt: str) -> str:
+    """The leaderboard as text in ``fmt``: ``md`` (a Markdown table), ``csv`` (one row per
+    configuration, raw numbers), ``json`` (``Leaderboard.to_dict``) or ``latex`` (a booktabs
+    table of mean ± std, the best in bold, the significantly worse starred)."""
+    if fmt == "md":
+        return _markdown(board)
+    if fmt == "csv":
+        return _csv(board)
+    if fmt == "latex":
+        return _latex(board)
+    if fmt == "json":
+        import json
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return value
+
+        return json.dumps(clean(board.to_dict()), indent=2, sort_keys=True) + "\n"
+    raise InputError(f"--format must be one of {', '.join(LEADERBOARD_FORMATS)}, got {fmt!r}")

@@ -26,6 +26,7 @@ __all__ = [
     "rounds_columns",
     "rounds_to_target",
     "run_name_problem",
+    "run_record",
     "summarize_rounds",
     "summarize_run",
     "utc_now",
@@ -200,3 +201,39 @@ def summarize_run(
         "wall_seconds": wall_seconds,
         "details": dict(details or {}),
     }
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: non-finite floats (a diverged run's NaN loss) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_record(
+    summary: Mapping[str, Any],
+    *,
+    spec: Mapping[str, Any],
+    rounds: Sequence[Mapping[str, Any]],
+    target_accuracy: float,
+    source: str | None = None,
+    resumed: bool = False,
+) -> dict[str, Any]:
+    """One run as ``velocity run --json`` and ``velocity sweep --json`` print it (one shape for
+    both): the summary.json fields (no ``schema``), the canonical ``spec``, every round's record,
+    ``target_accuracy`` and ``rounds_to_target``, ``source`` (the sweep folder, or None for a
+    lone run) and ``resumed`` (finished by an earlier invocation of the sweep)."""
+    record = {key: value for key, value in summary.items() if key != "schema"}
+    record.update(
+        spec=dict(spec),
+        rounds=[dict(r) for r in rounds],
+        target_accuracy=target_accuracy,
+        rounds_to_target=rounds_to_target(rounds, target_accuracy),
+        source=source,
+        resumed=resumed,
+    )
+    return _json_safe(record)

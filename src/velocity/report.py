@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from velocity.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
 from velocity.attacks import ATTACKS
+from velocity.data import DATASETS, PARTITIONERS
+from velocity.models import MODELS
 from velocity.records import rounds_to_target
 from velocity.registry import format_component
 from velocity.spec import RunSpec
@@ -36,17 +38,20 @@ __all__ = [
     "baseline_fingerprint",
     "build_comparison",
     "comparison_markdown",
+    "distinguishing_fields",
+    "fields_label",
     "frontier_label",
     "group_label",
     "plot_names",
     "render_plots",
     "report_html",
+    "spec_fields",
     "strategy_label",
     "write_reports",
 ]
 
 COMPARISON_SCHEMA = "velocity.comparison/1"
-PLOT_NAMES = ("accuracy", "loss", "heatmap", "seeds")
+PLOT_NAMES = ("accuracy", "loss", "heatmap", "seeds", "rounds_to_target", "communication")
 """Every sweep gets these plots, each as ``plots/<name>.png`` and ``plots/<name>.svg``."""
 PRIVACY_PLOT = "privacy"
 """The privacy-utility frontier, added to a sweep that has a private run (see plot_names)."""
@@ -133,6 +138,85 @@ def group_label(name: str, seed: int) -> str:
     return name[: -len(suffix)] if name.endswith(suffix) and len(name) > len(suffix) else name
 
 
+_FIELD_ORDER = (
+    "strategy",
+    "attack",
+    "byzantine",
+    "dataset",
+    "partition",
+    "model",
+    "num_clients",
+    "clients_per_round",
+    "rounds",
+    "local_epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "eval_every",
+    "plugins",
+)
+"""Display order of a configuration's settings (``mu`` shows inside the strategy's label)."""
+
+_SELF_DESCRIBING = frozenset({"dataset", "partition", "model", "strategy", "attack"})
+"""Fields whose value reads alone (``krum:f=2``); the others read as ``rounds=20``."""
+
+
+def spec_fields(spec: Mapping[str, Any]) -> dict[str, str]:
+    """A canonical spec's settings as short display strings, in :data:`_FIELD_ORDER` (name,
+    seed and mu left out: a configuration is all its seeds, and mu is in the strategy label)."""
+    fields: dict[str, str] = {}
+    registries = {"dataset": DATASETS, "partition": PARTITIONERS, "model": MODELS}
+    for key in _FIELD_ORDER:
+        if key == "strategy":
+            fields[key] = strategy_label(spec)
+        elif key == "attack":
+            fields[key] = attack_label(spec)
+        elif key == "plugins":
+            plugins = spec.get("plugins") or []
+            fields[key] = "+".join(str(p.get("name", "?")) for p in plugins) or "none"
+        elif key in registries:
+            fields[key] = _component_label(registries[key], spec.get(key) or {})
+        elif key in spec:
+            value = spec[key]
+            fields[key] = "all" if value is None and key == "clients_per_round" else str(value)
+    for key in sorted(set(spec) - {*_FIELD_ORDER, "name", "seed", "mu", "attacks"}):
+        fields[key] = str(spec[key])  # a field this version does not know: still told apart
+    return fields
+
+
+def distinguishing_fields(specs: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """For each spec, the settings that tell it apart from the others, in display order.
+
+    The malicious-client count counts only where it varies among attacked runs (a no-attack
+    baseline's ``byzantine = 0`` goes with its attack ``none``). When nothing differs, every
+    spec gets its strategy, so a label is never empty."""
+    all_fields = [spec_fields(spec) for spec in specs]
+    keys = list(dict.fromkeys(k for fields in all_fields for k in fields))
+    varying = [k for k in keys if len({fields.get(k) for fields in all_fields}) > 1]
+    if "byzantine" in varying:
+        attacked = {f.get("byzantine") for f in all_fields if f.get("attack") != "none"}
+        if len(attacked) < 2:
+            varying.remove("byzantine")
+    if not varying:
+        varying = ["strategy"]
+    return [{k: fields.get(k, "-") for k in varying} for fields in all_fields]
+
+
+def fields_label(fields: Mapping[str, str]) -> str:
+    """One line for a configuration's distinguishing fields: ``krum:f=2, sign_flip, rounds=20``
+    (a component reads alone; ``attack none`` reads ``no attack``)."""
+    parts = []
+    for key, value in fields.items():
+        if key == "attack" and value == "none":
+            parts.append("no attack")
+        elif key in _SELF_DESCRIBING:
+            parts.append(value)
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
 def _fingerprint(data: Mapping[str, Any]) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -212,13 +296,34 @@ def build_comparison(data: SweepData, *, target_accuracy: float = 0.9) -> dict[s
         own_acc = _finite(entry["final"].get("test_accuracy"))
         if base_acc is not None and own_acc is not None:
             entry["accuracy_drop"] = base_acc - own_acc
-    return {
+    comparison: dict[str, Any] = {
         "schema": COMPARISON_SCHEMA,
         "target_accuracy": target_accuracy,
         "runs": runs,
         "ranking": [r["name"] for r in _ranked(runs)],
-        "groups": _groups(runs),
+        "groups": _describe_groups(_groups(runs), runs),
     }
+    # The distinguishing fields in display order (JSON objects do not keep an order).
+    groups = comparison["groups"]
+    comparison["config_fields"] = list(groups[0]["fields"]) if groups else []
+    return comparison
+
+
+def _describe_groups(
+    groups: list[dict[str, Any]], runs: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each group's distinguishing ``fields`` (against the other groups) and their one-line
+    ``config``, its seeds' ``rounds_to_target`` and its mean megabytes sent."""
+    by_name = {r["name"]: r for r in runs}
+    specs = [by_name[g["runs"][0]]["spec"] for g in groups]
+    for group, fields in zip(groups, distinguishing_fields(specs), strict=True):
+        members = [by_name[name] for name in group["runs"]]
+        sent = [float(b) / 1e6 for m in members if (b := m["totals"].get("bytes")) is not None]
+        group["fields"] = fields
+        group["config"] = fields_label(fields)
+        group["rounds_to_target"] = [m["rounds_to_target"] for m in members]
+        group["mb_sent_mean"] = math.fsum(sent) / len(sent) if sent else None
+    return groups
 
 
 def _rank_key(entry: Mapping[str, Any]) -> tuple[int, float, str]:
@@ -361,30 +466,47 @@ def _pm(mean: float | None, std: float | None) -> str:
     return _fmt(mean) + (f" ± {std:.4f}" if std is not None else "")
 
 
+def _field_keys(comparison: Mapping[str, Any]) -> list[str]:
+    return list(comparison.get("config_fields", []))
+
+
+def _rounds_to_target_cell(group: Mapping[str, Any]) -> str:
+    reached = [r for r in group.get("rounds_to_target", []) if r is not None]
+    total = len(group.get("rounds_to_target", []))
+    if not reached:
+        return f"- (0/{total})" if total else "-"
+    mean = math.fsum(reached) / len(reached)
+    return f"{mean:.1f} ({len(reached)}/{total})"
+
+
+def _group_header(comparison: Mapping[str, Any]) -> list[str]:
+    return [
+        "configuration",
+        *_field_keys(comparison),
+        "seeds",
+        "final acc",
+        "final loss",
+        "acc drop",
+        "rounds to target",
+        "MB sent",
+    ]
+
+
 def _group_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
+    keys = _field_keys(comparison)
     return [
         [
             g["label"],
-            g["strategy"],
-            g["attack"],
+            *(g.get("fields", {}).get(k, "-") for k in keys),
             str(len(g["runs"])),
             _pm(g["test_accuracy_mean"], g["test_accuracy_std"]),
             _pm(g["test_loss_mean"], g["test_loss_std"]),
             _pm(g["accuracy_drop_mean"], g["accuracy_drop_std"]),
+            _rounds_to_target_cell(g),
+            _fmt(g.get("mb_sent_mean"), 2),
         ]
         for g in comparison["groups"]
     ]
-
-
-_GROUP_HEADER = (
-    "configuration",
-    "strategy",
-    "attack",
-    "seeds",
-    "final acc",
-    "final loss",
-    "acc drop",
-)
 
 
 def comparison_markdown(comparison: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
@@ -414,9 +536,10 @@ def comparison_markdown(comparison: Mapping[str, Any], manifest: Mapping[str, An
     ]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in _table_rows(comparison)]
     lines += ["", "## Over seeds (mean ± std)", ""]
+    group_header = _group_header(comparison)
     lines += [
-        "| " + " | ".join(_GROUP_HEADER) + " |",
-        "|" + "|".join("---" for _ in _GROUP_HEADER) + "|",
+        "| " + " | ".join(group_header) + " |",
+        "|" + "|".join("---" for _ in group_header) + "|",
     ]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in _group_rows(comparison)]
     failed = [r for r in comparison["runs"] if r["error"]]
@@ -447,13 +570,6 @@ def _series(rounds: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], l
     return xs, ys
 
 
-def _palette(count: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if count <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(count)]
-
-
 def _grid(count: int) -> tuple[int, int]:
     cols = min(3, max(count, 1))
     return math.ceil(max(count, 1) / cols), cols
@@ -475,132 +591,409 @@ def _attack_free_key(entry: Mapping[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def _curves(comparison: Mapping[str, Any], key: str, ylabel: str) -> Figure:
+_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#999999")
+"""Okabe and Ito's colour-blind-safe palette (yellow swapped for grey, which reads on white)."""
+_LINESTYLES = ("-", "--", ":", "-.")
+_MARKERS = (None, "o", "s", "^", "D", "v")
+_TARGET_COLOUR = "#444444"
+
+
+def _line_style(index: int) -> dict[str, Any]:
+    """The index-th configuration's colour, line style and marker: each pair (colour, style) is
+    used once for the first 32 configurations (so lines that coincide stay visible), markers
+    tell further ones apart."""
+    marker = _MARKERS[(index // 32) % len(_MARKERS)]
+    return {
+        "color": _COLOURS[index % len(_COLOURS)],
+        "linestyle": _LINESTYLES[(index + index // len(_COLOURS)) % len(_LINESTYLES)],
+        "marker": marker,
+        "markevery": 0.2 if marker else None,
+        "markersize": 4,
+    }
+
+
+@dataclass(frozen=True)
+class _Curve:
+    family: int
+    xs: list[float]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+def _group_curve(members: Sequence[Mapping[str, Any]], key: str, x_axis: str) -> _Curve | None:
+    """Mean and min-max over seeds of ``key`` at each evaluated round; x is the round or the
+    cumulative megabytes sent up and down by then (``x_axis`` ``round`` or ``mb``)."""
+    values: dict[int, list[float]] = {}
+    xs: dict[int, list[float]] = {}
+    for entry in members:
+        sent = 0.0
+        for record in entry["rounds"]:
+            sent += float(record.get("bytes_up") or 0) + float(record.get("bytes_down") or 0)
+            value = _finite(record.get(key))
+            if value is None:
+                continue
+            at = int(record["round"])
+            values.setdefault(at, []).append(value)
+            xs.setdefault(at, []).append(sent / 1e6 if x_axis == "mb" else float(at))
+    if not values:
+        return None
+    rounds = sorted(values)
+    return _Curve(
+        family=0,
+        xs=[math.fsum(xs[r]) / len(xs[r]) for r in rounds],
+        mean=[math.fsum(values[r]) / len(values[r]) for r in rounds],
+        low=[min(values[r]) for r in rounds],
+        high=[max(values[r]) for r in rounds],
+    )
+
+
+def _panel_label(group: Mapping[str, Any]) -> str:
+    """The attack panel a group's curve goes in (with its malicious count where that varies)."""
+    fields = group.get("fields", {})
+    attack = {k: fields[k] for k in ("attack", "byzantine") if k in fields}
+    if not attack:
+        return "attack: none" if group["attack"] == "none" else f"attack: {group['attack']}"
+    return "attack: " + fields_label(attack).replace("no attack", "none")
+
+
+def _families(comparison: Mapping[str, Any]) -> tuple[dict[str, int], list[str]]:
+    """Configurations up to their attack, numbered in sweep order, with labels that tell them
+    apart: a strategy keeps its colour and line style in every attack's panel."""
+    runs = comparison["runs"]
+    keys = list(dict.fromkeys(_attack_free_key(r) for r in runs))
+    first: dict[str, Mapping[str, Any]] = {}
+    for entry in runs:
+        first.setdefault(_attack_free_key(entry), entry["spec"])
+    specs = [{**first[k], "attacks": [], "byzantine": 0} for k in keys]
+    labels = [fields_label(f) for f in distinguishing_fields(specs)]
+    return {k: i for i, k in enumerate(keys)}, labels
+
+
+def _panels(
+    comparison: Mapping[str, Any], key: str, x_axis: str
+) -> tuple[dict[str, list[_Curve]], list[str]]:
+    """Per attack panel (no-attack first), one curve per configuration; and family labels."""
+    families, labels = _families(comparison)
+    by_name = {r["name"]: r for r in comparison["runs"]}
+    order = {r["name"]: i for i, r in enumerate(comparison["runs"])}
+    groups = sorted(comparison["groups"], key=lambda g: min(order[n] for n in g["runs"]))
+    panels: dict[str, list[_Curve]] = {}
+    for group in sorted(groups, key=lambda g: g["attack"] != "none"):
+        members = [by_name[n] for n in group["runs"]]
+        curve = _group_curve(members, key, x_axis)
+        panel = panels.setdefault(_panel_label(group), [])
+        if curve is not None:
+            family = families[_attack_free_key(members[0])]
+            panel.append(_Curve(family, curve.xs, curve.mean, curve.low, curve.high))
+    return panels, labels
+
+
+def _curves(
+    comparison: Mapping[str, Any],
+    key: str,
+    ylabel: str,
+    *,
+    x_axis: str = "round",
+    target: float | None = None,
+) -> Figure:
+    """One line per configuration (mean over seeds, band min-max), a panel per attack, one
+    legend for all panels under them, and the target accuracy as a dashed reference line."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    runs = comparison["runs"]
-    attacks = sorted({r["attack"] for r in runs}, key=lambda a: (a != "none", a))
-    # Runs that differ only in their attack share a colour across the per-attack panels.
-    families = list(dict.fromkeys(_attack_free_key(r) for r in runs))
-    colors = dict(zip(families, _palette(len(families)), strict=True))
-    rows, cols = _grid(len(attacks))
-    figure = _new_figure(4.2 * cols + 2.2, 3.2 * rows)
-    axes = figure.subplots(rows, cols, squeeze=False)
-    for index, attack in enumerate(attacks):
+    panels, labels = _panels(comparison, key, x_axis)
+    rows, cols = _grid(len(panels))
+    entries = len(labels) + (target is not None)
+    # The legend's entries, at about 0.075 in per character of a 9 pt label, plus the line.
+    entry_width = 0.9 + 0.075 * max([len(label) for label in labels] + [10])
+    if cols == 1:  # one panel: the legend beside it, one entry per line
+        legend_cols, legend_rows = 1, 0
+        width = 5.4 + entry_width
+    else:
+        width = 4.4 * cols + 0.6
+        legend_cols = max(1, min(entries, int(width // entry_width)))
+        legend_rows = math.ceil(entries / legend_cols)
+    figure = _new_figure(width, 3.0 * rows + 0.9 + 0.22 * legend_rows)
+    axes = figure.subplots(rows, cols, squeeze=False, sharey=True)
+    finite = [v for curves in panels.values() for c in curves for v in (*c.low, *c.high) if v > 0]
+    log_scale = bool(finite) and key.endswith("loss") and max(finite) / min(finite) > 100
+    for index, (title, curves) in enumerate(panels.items()):
         ax = axes[index // cols][index % cols]
-        labelled: set[str] = set()
-        for entry in runs:
-            if entry["attack"] != attack:
-                continue
-            xs, ys = _series(entry["rounds"], key)
-            if not xs:
-                continue
-            label = entry["group"] if entry["group"] not in labelled else None
-            labelled.add(entry["group"])
-            ax.plot(
-                xs,
-                ys,
-                color=colors[_attack_free_key(entry)],
-                linewidth=1.2,
-                label=label,
-                marker="o" if len(xs) == 1 else None,
-            )
-        ax.set_title(f"attack: {attack}", fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("round")
-        ax.set_ylabel(ylabel)
+        for curve in curves:
+            style = _line_style(curve.family)
+            ax.fill_between(curve.xs, curve.low, curve.high, color=style["color"], alpha=0.12)
+            ax.plot(curve.xs, curve.mean, linewidth=1.5, **style)
+            if len(curve.xs) == 1 or x_axis == "mb":
+                ax.plot(curve.xs[-1:], curve.mean[-1:], "o", color=style["color"], markersize=4)
+        if target is not None:
+            ax.axhline(target, color=_TARGET_COLOUR, linewidth=1.0, linestyle=(0, (5, 3)))
+        ax.set_title(title, fontsize=10)
+        if x_axis == "round":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_xlabel("round" if x_axis == "round" else "MB sent (up + down, cumulative)")
+        if index % cols == 0:
+            ax.set_ylabel(ylabel)
+        ax.tick_params(labelleft=True)
         ax.grid(alpha=0.3)
-        if labelled:
-            ax.legend(fontsize=6, loc="best")
-    for index in range(len(attacks), rows * cols):
+    for index in range(len(panels), rows * cols):
         axes[index // cols][index % cols].set_visible(False)
-    figure.suptitle(f"{ylabel} vs round, per run, by attack", fontsize=10)
+    handles: list[Any] = []
+    for family, label in enumerate(labels):
+        style = _line_style(family)
+        handles.append(Line2D([], [], linewidth=1.5, label=label, **style))
+    if target is not None:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=_TARGET_COLOUR,
+                linewidth=1.0,
+                linestyle=(0, (5, 3)),
+                label=f"target {target:g}",
+            )
+        )
+    if handles:
+        figure.legend(
+            handles=handles,
+            loc="outside right center" if cols == 1 else "outside lower center",
+            ncols=legend_cols,
+            fontsize=9,
+            frameon=False,
+        )
+    what = "vs round" if x_axis == "round" else "vs MB sent"
+    figure.suptitle(f"{ylabel} {what} (line: mean over seeds; band: min-max)", fontsize=10)
     return figure
 
 
-def _heatmap(comparison: Mapping[str, Any]) -> Figure:
-    runs = comparison["runs"]
-    strategies = list(dict.fromkeys(r["strategy"] for r in runs))
-    attacks = sorted({r["attack"] for r in runs}, key=lambda a: (a != "none", a))
-    cells: dict[tuple[str, str], list[float]] = {}
-    for entry in runs:
-        accuracy = _finite(entry["final"].get("test_accuracy"))
-        if accuracy is not None:
-            cells.setdefault((entry["strategy"], entry["attack"]), []).append(accuracy)
-    grid = [
-        [
-            math.fsum(cells[(s, a)]) / len(cells[(s, a)]) if (s, a) in cells else math.nan
-            for a in attacks
-        ]
-        for s in strategies
-    ]
-    # Room for the strategy labels (a private chain's is long) beside the cells.
-    label_width = 0.07 * max((len(s) for s in strategies), default=0)
-    figure = _new_figure(2.2 + 1.3 * len(attacks) + label_width, 1.6 + 0.5 * len(strategies))
-    ax = figure.subplots()
-    image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(attacks)), attacks, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(strategies)), strategies, fontsize=8)
+def _heatmap_cells(
+    comparison: Mapping[str, Any],
+) -> tuple[str, str | None, list[str], list[str], dict[tuple[str, str], Mapping[str, Any]]]:
+    """What the heatmap shows: ``(row title, column field, rows, columns, cells)``. The
+    columns are the attack when attacks were swept, else the swept field with the fewest
+    values other than the strategy; the rows are every other field that varies."""
+    groups = comparison["groups"]
+    keys = _field_keys(comparison)
+    if "attack" in keys:
+        column: str | None = "attack"
+    else:
+        candidates = [k for k in keys if k != "strategy"] if len(keys) > 1 else []
+        counts = {k: len({g["fields"][k] for g in groups}) for k in candidates}
+        column = min(candidates, key=lambda k: (counts[k], -keys.index(k))) if candidates else None
+    column_keys: tuple[str, ...] = (
+        ("attack", "byzantine") if column == "attack" else (column,) if column else ()
+    )
+    row_keys = [k for k in keys if k not in column_keys]
+    order = {r["name"]: i for i, r in enumerate(comparison["runs"])}
+    cells: dict[tuple[str, str], Mapping[str, Any]] = {}
+    rows: list[tuple[int, str]] = []
+    cols: list[tuple[tuple[bool, int], str]] = []
+    for group in groups:
+        fields = group["fields"]
+        row = fields_label({k: fields[k] for k in row_keys}) if row_keys else "all runs"
+        col = fields_label({k: fields[k] for k in column_keys if k in fields})
+        first = min(order[n] for n in group["runs"])
+        rows.append((first, row))
+        cols.append(((not col.startswith("no attack"), first), col))
+        cells[(row, col)] = group
+    row_names = list(dict.fromkeys(name for _, name in sorted(rows)))
+    col_names = list(dict.fromkeys(name for _, name in sorted(cols)))
+    title = " x ".join(row_keys) if row_keys else ""
+    return title, column, row_names, col_names, cells
+
+
+def _text_colour(rgba: Sequence[float]) -> str:
+    return "white" if 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5 else "black"
+
+
+def _draw_heatmap(
+    figure: Figure,
+    ax: Any,
+    grid: list[list[float]],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    *,
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    colourbar: str,
+) -> None:
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    norm = Normalize(vmin=vmin, vmax=vmax)
+    image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
+    long = any(len(c) > 10 for c in cols)
+    ax.set_xticks(
+        range(len(cols)), cols, rotation=30 if long else 0, ha="right" if long else "center"
+    )
+    ax.set_yticks(range(len(rows)), rows)
+    ax.tick_params(labelsize=9, length=0)
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
-            text = "n/a" if math.isnan(value) else f"{value:.3f}"
+            colour = "black" if math.isnan(value) else _text_colour(colormaps[cmap](norm(value)))
             ax.text(
                 j,
                 i,
-                text,
+                "n/a" if math.isnan(value) else f"{value:.3f}",
                 ha="center",
                 va="center",
-                fontsize=8,
-                color="white" if math.isnan(value) or value < 0.6 else "black",
+                fontsize=9,
+                color=colour,
             )
-    ax.set_xlabel("attack")
-    ax.set_ylabel("strategy")
-    ax.set_title("final test accuracy (mean over seeds and other swept fields)", fontsize=9)
-    figure.colorbar(image, ax=ax, label="accuracy")
+    figure.colorbar(image, ax=ax, label=colourbar, shrink=0.9)
+
+
+def _heatmap(comparison: Mapping[str, Any]) -> Figure:
+    """Final accuracy over what the sweep swept (mean over seeds), its colours scaled to the
+    data; beside it, under attack, the accuracy drop against the no-attack runs."""
+    title, column, rows, cols, cells = _heatmap_cells(comparison)
+    if len(comparison["groups"]) < 2:
+        figure = _new_figure(6.0, 1.6)
+        figure.text(0.5, 0.5, "one configuration: nothing to compare", ha="center", va="center")
+        return figure
+    grid = [
+        [_finite(cells[(r, c)]["test_accuracy_mean"]) if (r, c) in cells else None for c in cols]
+        for r in rows
+    ]
+    values = [v for row in grid for v in row if v is not None]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    if high - low < 1e-3:
+        low, high = low - 0.005, high + 0.005
+    drop_cols = [c for c in cols if column == "attack" and not c.startswith("no attack")]
+    drops = [
+        [
+            _finite(cells[(r, c)]["accuracy_drop_mean"]) if (r, c) in cells else None
+            for c in drop_cols
+        ]
+        for r in rows
+    ]
+    has_drops = any(v is not None for row in drops for v in row)
+    label_width = max(len(r) for r in rows) * 0.075
+    width = 1.8 + label_width + 1.0 * len(cols) + (1.6 + 1.0 * len(drop_cols) if has_drops else 0)
+    figure = _new_figure(max(width, 5.5), 2.2 + 0.42 * len(rows))
+    figure.get_layout_engine().set(w_pad=0.12)  # type: ignore[union-attr, call-arg]
+    axes = figure.subplots(1, 2 if has_drops else 1, squeeze=False)[0]
+    nan = math.nan
+    _draw_heatmap(
+        figure,
+        axes[0],
+        [[nan if v is None else v for v in row] for row in grid],
+        rows,
+        cols,
+        cmap="viridis",
+        vmin=low,
+        vmax=high,
+        colourbar="test accuracy\n(colours scaled to the data)",
+    )
+    axes[0].set_title(
+        f"final test accuracy, mean over seeds\n(colour scale {low:.3f} to {high:.3f}, not 0 to 1)",
+        fontsize=10,
+    )
+    axes[0].set_ylabel(title)
+    axes[0].set_xlabel(column or "")
+    if column is None:
+        axes[0].set_xticks([])
+    if has_drops:
+        worst = max(abs(v) for row in drops for v in row if v is not None) or 0.01
+        _draw_heatmap(
+            figure,
+            axes[1],
+            [[nan if v is None else v for v in row] for row in drops],
+            rows,
+            drop_cols,
+            cmap="RdBu_r",
+            vmin=-worst,
+            vmax=worst,
+            colourbar="accuracy drop\n(red: lost, blue: gained)",
+        )
+        axes[1].set_title(
+            "accuracy drop vs the no-attack run\n(same spec and seed), mean over seeds",
+            fontsize=10,
+        )
+        axes[1].set_xlabel("attack")
+        axes[1].set_yticks([])
+    return figure
+
+
+def _rounds_to_target(comparison: Mapping[str, Any]) -> Figure:
+    """Rounds each configuration needs to reach the target (mean over the seeds that do, with
+    their min and max), fastest first; those that never do are listed as such."""
+    target = comparison["target_accuracy"]
+    rows = []
+    for group in comparison["groups"]:
+        reached = [float(r) for r in group.get("rounds_to_target", []) if r is not None]
+        total = len(group.get("rounds_to_target", []))
+        mean = math.fsum(reached) / len(reached) if reached else None
+        rows.append((group["config"], reached, total, mean))
+    rows.sort(key=lambda r: (-len(r[1]) / max(r[2], 1), r[3] if r[3] is not None else 0, r[0]))
+    figure = _new_figure(9.0, 1.4 + 0.32 * max(len(rows), 1))
+    ax = figure.subplots()
+    longest = max((r[3] + 0 for r in rows if r[3] is not None), default=1.0)
+    top = max((max(r[1]) for r in rows if r[1]), default=1.0)
+    for index, (_, reached, total, mean) in enumerate(rows):
+        if mean is None:
+            ax.text(0, index, f"  not reached (0/{total} seeds)", va="center", fontsize=8)
+            continue
+        ax.barh(
+            index,
+            mean,
+            color=_COLOURS[0],
+            alpha=0.85,
+            xerr=[[mean - min(reached)], [max(reached) - mean]],
+            error_kw={"ecolor": "#333333", "capsize": 3, "linewidth": 1},
+        )
+        ax.text(
+            max(reached) + top * 0.02,
+            index,
+            f"{mean:.1f} ({len(reached)}/{total} seeds)",
+            va="center",
+            fontsize=8,
+        )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=9)
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top; rows without a bar keep their place
+    ax.set_xlim(0, max(longest, top) * 1.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(f"rounds to reach test accuracy >= {target:g} (bar: mean, whiskers: min-max)")
+    ax.set_title("rounds to target, over the seeds that reach it", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
     return figure
 
 
 def _seed_bands(comparison: Mapping[str, Any]) -> Figure:
-    runs = comparison["runs"]
-    figure = _new_figure(8.0, 4.5)
+    """Final test accuracy of every seed (dots) with each configuration's mean and std (bar),
+    best first: how much of a difference is seed noise."""
+    by_name = {r["name"]: r for r in comparison["runs"]}
+    groups = [g for g in comparison["groups"] if g["test_accuracy_mean"] is not None]
+    figure = _new_figure(9.0, 1.4 + 0.32 * max(len(groups), 1))
     ax = figure.subplots()
-    groups = comparison["groups"]
-    colors = _palette(len(groups))
-    for color, group in zip(colors, groups, strict=True):
-        per_round: dict[int, list[float]] = {}
-        for entry in runs:
-            if entry["name"] in group["runs"]:
-                for x, y in zip(*_series(entry["rounds"], "test_accuracy"), strict=True):
-                    if math.isfinite(y):
-                        per_round.setdefault(x, []).append(y)
-        if not per_round:
-            continue
-        xs = sorted(per_round)
-        means = [math.fsum(per_round[x]) / len(per_round[x]) for x in xs]
-        stds = [statistics.stdev(per_round[x]) if len(per_round[x]) > 1 else 0.0 for x in xs]
-        ax.plot(
-            xs,
-            means,
-            color=color,
-            linewidth=1.4,
-            label=f"{group['label']} (n={len(group['runs'])})",
+    for index, group in enumerate(groups):
+        values = [
+            v
+            for n in group["runs"]
+            if (v := _finite(by_name[n]["final"].get("test_accuracy"))) is not None
+        ]
+        mean, std = group["test_accuracy_mean"], group["test_accuracy_std"] or 0.0
+        ax.errorbar(
+            mean,
+            index,
+            xerr=std,
+            fmt="|",
+            color=_COLOURS[1],
+            markersize=14,
+            capsize=4,
+            linewidth=1.5,
         )
-        ax.fill_between(
-            xs,
-            [m - s for m, s in zip(means, stds, strict=True)],
-            [m + s for m, s in zip(means, stds, strict=True)],
-            color=color,
-            alpha=0.2,
-        )
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("test accuracy, mean ± std over seeds", fontsize=10)
-    ax.grid(alpha=0.3)
-    if groups:
-        ax.legend(fontsize=6, loc="best")
+        ax.plot(values, [index] * len(values), "o", color=_COLOURS[0], alpha=0.7, markersize=5)
+    ax.set_yticks(range(len(groups)), [g["config"] for g in groups], fontsize=9)
+    ax.set_ylim(len(groups) - 0.5, -0.5)
+    ax.set_xlabel("final test accuracy (dots: seeds; bar: mean ± std)")
+    ax.set_title("final test accuracy per seed, best configuration first", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
     return figure
 
 
@@ -674,7 +1067,7 @@ def _frontier(comparison: Mapping[str, Any]) -> Figure:
     lines = _frontier_points(comparison)
     figure = _new_figure(8.0, 4.8)
     ax = figure.subplots()
-    colors = _palette(len(lines))
+    colors = [_line_style(i)["color"] for i in range(len(lines))]
     finite_eps = [e for points in lines.values() for e, _, _ in points if math.isfinite(e)]
     for color, (label, points) in zip(colors, lines.items(), strict=True):
         private = [(e, a) for e, a, _ in points if math.isfinite(e)]
@@ -721,19 +1114,27 @@ def _encode(figure: Figure) -> tuple[bytes, str]:
 
 def render_plot(name: str, comparison: Mapping[str, Any]) -> Plot:
     """One of the sweep's plots (a name of PLOT_NAMES) as PNG bytes and SVG text."""
+    target = comparison["target_accuracy"]
     if name == "accuracy":
         title, figure = (
             "Test accuracy per round",
-            _curves(comparison, "test_accuracy", "test accuracy"),
+            _curves(comparison, "test_accuracy", "test accuracy", target=target),
         )
     elif name == "loss":
         title, figure = "Test loss per round", _curves(comparison, "test_loss", "test loss")
     elif name == "heatmap":
-        title, figure = "Strategy x attack: final accuracy", _heatmap(comparison)
+        title, figure = "Final accuracy over what was swept", _heatmap(comparison)
+    elif name == "rounds_to_target":
+        title, figure = f"Rounds to reach accuracy {target:g}", _rounds_to_target(comparison)
+    elif name == "communication":
+        title, figure = (
+            "Accuracy vs communication",
+            _curves(comparison, "test_accuracy", "test accuracy", x_axis="mb", target=target),
+        )
     elif name == PRIVACY_PLOT:
         title, figure = "Privacy-utility frontier: accuracy vs epsilon", _frontier(comparison)
     else:
-        title, figure = "Mean ± std over seeds", _seed_bands(comparison)
+        title, figure = "Final accuracy per seed", _seed_bands(comparison)
     png, svg = _encode(figure)
     return Plot(name=name, title=title, png=png, svg=svg)
 
@@ -759,13 +1160,33 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
 table { border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
 th { background: #f2f2f2; }
-td.text { text-align: left; }
+td.text, th.text { text-align: left; }
 .failed { color: #b00020; }
 .diverged { color: #b36b00; }
 figure { margin: 1.5rem 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-weight: 600; margin-bottom: 0.25rem; }
+figcaption span { display: block; font-weight: normal; color: #555; font-size: 0.85rem; }
 .meta { color: #555; font-size: 0.85rem; }
+.scroll { overflow-x: auto; }
+nav a { margin-right: 1rem; }
+summary { cursor: pointer; font-size: 1.2rem; font-weight: 600; margin: 1rem 0; }
 """
+
+_PLOT_NOTES = {
+    "accuracy": "One line per configuration: the mean over its seeds; the band spans the lowest "
+    "and highest seed; one panel per attack; dashed: the target accuracy.",
+    "loss": "As above, for the test loss.",
+    "heatmap": "Final test accuracy (mean over seeds) over what the sweep varied; the colours "
+    "span the data's range. Under attack, the drop against the same spec's no-attack run.",
+    "seeds": "Every seed's final accuracy (dots) with its configuration's mean and std: how "
+    "much of a difference is seed noise.",
+    "rounds_to_target": "Rounds until test accuracy first reaches the target, over the seeds "
+    "that reach it (k/n: how many do).",
+    "communication": "Test accuracy against the megabytes sent up and down so far (mean over "
+    "seeds); the dot is the last round.",
+}
+"""How to read each plot: the caption under its title on the report page."""
 
 
 def _html_table(
@@ -774,7 +1195,12 @@ def _html_table(
     text_cols: set[int],
     status_col: int | None = None,
 ) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(
+        f'<th class="text">{html.escape(h)}</th>'
+        if i in text_cols
+        else f"<th>{html.escape(h)}</th>"
+        for i, h in enumerate(header)
+    )
     body = []
     for row in rows:
         css = f' class="{html.escape(row[status_col])}"' if status_col is not None else ""
@@ -799,7 +1225,8 @@ def report_html(
         f"{host.get('cores', '?')} cores"
     )
     figures = "\n".join(
-        f'<figure id="plot-{p.name}"><figcaption>{html.escape(p.title)}</figcaption>'
+        f'<figure id="plot-{p.name}"><figcaption>{html.escape(p.title)}'
+        f"<span>{html.escape(_PLOT_NOTES.get(p.name, ''))}</span></figcaption>"
         f'<img alt="{html.escape(p.title)}" '
         f'src="data:image/png;base64,{base64.b64encode(p.png).decode("ascii")}"></figure>'
         for p in plots
@@ -812,22 +1239,38 @@ def report_html(
             f"{html.escape(str(r['error']))}</li>"
             for r in errors
         )
-        error_html = f"<h2>Errors</h2><ul>{items}</ul>"
+        error_html = f'<h2 id="errors">Errors</h2><ul>{items}</ul>'
+    links = [("configurations", "Configurations"), ("plots", "Plots"), ("runs", "Runs")]
+    if errors:
+        links.append(("errors", "Errors"))
+    nav = "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
+    runs_table = _html_table(
+        _table_header(comparison), _table_rows(comparison), {1, 2, 3, 5}, status_col=5
+    )
+    # A long run list is folded away (no script needed): the configurations come first.
+    fold = " open" if len(comparison["runs"]) <= 30 else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>velocity sweep report</title><style>{_CSS}</style></head><body>"
-        f'<h1>Sweep report</h1><p class="meta">{html.escape(meta)}</p>'
-        f"<h2>Runs, ranked by final test accuracy</h2>"
-        f'<p class="meta">acc drop: accuracy of the matching no-attack run minus the run\'s own; '
-        f"rounds to target: first round with accuracy &ge; "
-        f"{comparison['target_accuracy']:g}.</p>"
+        f'<h1>Sweep report</h1><p class="meta">{html.escape(meta)}</p>{nav}'
+        '<h2 id="configurations">Configurations, over seeds (mean ± std)</h2>'
+        '<p class="meta">Columns before <i>seeds</i>: the settings that tell the '
+        "configurations apart. acc drop: accuracy of the matching no-attack run minus the "
+        "run's own; rounds to target: mean first round with accuracy &ge; "
+        f"{comparison['target_accuracy']:g} over the seeds that reach it (k/n: how many "
+        "do).</p>"
+        + '<div class="scroll">'
         + _html_table(
-            _table_header(comparison), _table_rows(comparison), {1, 2, 3, 5}, status_col=5
+            _group_header(comparison),
+            _group_rows(comparison),
+            set(range(1 + len(_field_keys(comparison)))),
         )
-        + "<h2>Over seeds (mean ± std)</h2>"
-        + _html_table(_GROUP_HEADER, _group_rows(comparison), {0, 1, 2})
-        + f"<h2>Plots</h2>{figures}{error_html}</body></html>\n"
+        + f'</div><h2 id="plots">Plots</h2>{figures}'
+        + f'<details id="runs"{fold}><summary>Runs, ranked by final test accuracy '
+        f"({len(comparison['runs'])})</summary>"
+        + f'<div class="scroll">{runs_table}</div></details>'
+        + f"{error_html}</body></html>\n"
     )
 
 

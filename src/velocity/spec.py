@@ -41,7 +41,7 @@ from velocity.privacy import (
     value_noise_multiplier,
 )
 from velocity.records import run_name_problem
-from velocity.registry import Entry, Registry, parse_component
+from velocity.registry import Entry, Registry, format_component, parse_component
 from velocity.strategies import (
     AGGREGATORS,
     PRE_AGGREGATORS,
@@ -54,6 +54,7 @@ __all__ = [
     "format_validation_error",
     "load_toml",
     "spec_from_mapping",
+    "spec_toml",
 ]
 
 _COMPONENT_REGISTRIES: dict[str, Registry[Any]] = {
@@ -431,3 +432,58 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise InputError("not a UTF-8 text file (TOML must be UTF-8)", source=str(path)) from None
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror})", source=str(path)) from None
+
+
+_STRATEGY_REGISTRIES: dict[str, Registry[Any]] = {
+    "pre": PRE_AGGREGATORS,
+    "aggregator": AGGREGATORS,
+    "server": SERVER_OPTIMIZERS,
+}
+
+
+def _toml_component(table: Mapping[str, Any], registry: Registry[Any]) -> Any:
+    """A component table TOML can write: a ``None`` parameter is left out where ``None`` is its
+    default; elsewhere (TOML has no null) the component is written as a spec string, whose
+    ``none`` means None."""
+    # ``type`` first: it is what a reader looks for, and what the other keys parametrize.
+    table = dict(sorted(table.items(), key=lambda item: item[0] != "type"))
+    nulls = [k for k, v in table.items() if v is None]
+    if not nulls:
+        return table
+    try:
+        defaults = registry.get(str(table.get("type"))).defaults()
+    except Exception:  # not registered here (e.g. a plug-in not loaded): keep what can be kept
+        defaults = {}
+    if all(k in defaults and defaults[k] is None for k in nulls):
+        return {k: v for k, v in table.items() if v is not None}
+    return format_component(str(table["type"]), {k: v for k, v in table.items() if k != "type"})
+
+
+def spec_toml(spec: Mapping[str, Any]) -> str:
+    """A canonical spec (``RunSpec.canonical()``) as a flat TOML run file, fields in RunSpec's
+    order: ``velocity run FILE`` reads it back as the same run (the same fingerprint)."""
+    import tomli_w  # imported here: only `velocity show` writes TOML
+
+    doc: dict[str, Any] = {}
+    order = [*RunSpec.model_fields, *sorted(set(spec) - set(RunSpec.model_fields))]
+    for key in order:
+        if key not in spec or spec[key] is None:
+            continue  # absent or None (TOML has no null): the field's default, None, applies
+        value = spec[key]
+        if key in _COMPONENT_REGISTRIES and isinstance(value, Mapping):
+            value = _toml_component(value, _COMPONENT_REGISTRIES[key])
+        elif key == "attacks" and isinstance(value, list):
+            value = [_toml_component(a, ATTACKS) if isinstance(a, Mapping) else a for a in value]
+        elif key == "strategy" and isinstance(value, Mapping):
+            value = {
+                stage: (
+                    [_toml_component(t, _STRATEGY_REGISTRIES[stage]) for t in tables]
+                    if isinstance(tables := value[stage], list)
+                    else _toml_component(tables, _STRATEGY_REGISTRIES[stage])
+                    if stage in _STRATEGY_REGISTRIES and isinstance(tables, Mapping)
+                    else tables
+                )
+                for stage in value
+            }
+        doc[key] = value
+    return tomli_w.dumps(doc)

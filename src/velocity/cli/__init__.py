@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from velocity.cli._app import app, click_exceptions
+from velocity.cli._app import app, click_exceptions, finish_app
 from velocity.errors import InputError
 
 # Importing a command module registers its commands on ``app``.
@@ -22,6 +22,8 @@ from velocity.cli import run as _run  # noqa: F401  isort: skip
 from velocity.cli import strategies as _strategies  # noqa: F401  isort: skip
 from velocity.cli import store as _store  # noqa: F401  isort: skip
 from velocity.cli import sweep as _sweep  # noqa: F401  isort: skip
+
+finish_app()
 
 __all__ = ["app", "main"]
 

@@ -8,14 +8,12 @@ import typer
 
 from velocity.cli._app import app, out_console, print_json
 
-__all__ = ["datasets_command", "version_command"]
+__all__ = ["datasets_command", "root_options", "version_command"]
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout instead of text.")
 
 
-@app.command("version")
-def version_command(json_output: bool = JSON_OPTION) -> None:
-    """Print velocity's version (and Python's and NumPy's)."""
+def _print_version(json_output: bool) -> None:
     import numpy as np
 
     from velocity._version import __version__
@@ -25,8 +23,35 @@ def version_command(json_output: bool = JSON_OPTION) -> None:
         print_json(info)
     else:
         out_console.print(
-            f"velocity {__version__} (python {info['python']}, numpy {info['numpy']})"
+            f"velocity {__version__} (python {info['python']}, numpy {info['numpy']})",
+            highlight=False,
         )
+
+
+def _version_flag(value: bool) -> None:
+    if value:
+        _print_version(json_output=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root_options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        expose_value=False,
+        callback=_version_flag,
+        help="Print velocity's version (as 'velocity version' does) and exit.",
+    ),
+) -> None:
+    """Options of ``velocity`` itself (before any command)."""
+
+
+@app.command("version")
+def version_command(json_output: bool = JSON_OPTION) -> None:
+    """Print velocity's version (and Python's and NumPy's)."""
+    _print_version(json_output)
 
 
 @app.command("datasets")
@@ -40,7 +65,11 @@ def datasets_command(json_output: bool = JSON_OPTION) -> None:
     if json_output:
         print_json(rows)
         return
-    table = Table(title="datasets")
+    table = Table(
+        title="datasets",
+        caption="synthetic's samples are for 10 clients: it generates data for each client of "
+        "the run; user data is counted when a run loads it",
+    )
     table.add_column("name")
     for column in ("samples", "features", "classes"):
         table.add_column(column, justify="right")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from velocity.cli import _options
 from velocity.cli._app import app, out_console, print_json
@@ -93,17 +94,54 @@ def _record_row(record: RunRecord) -> dict[str, Any]:
     }
 
 
+_STATUS_STYLES = {"failed": "red", "diverged": "yellow", "running": "cyan"}
+
+_RUNS_COLUMNS = (
+    # (key, header, justify, keep, drop order): name, status and accuracy always show; the
+    # others give way, last first, when the terminal is too narrow for them.
+    ("run_id", "id", "left", False, 3),
+    ("name", "name", "left", True, 0),
+    ("status", "status", "left", True, 0),
+    ("dataset", "dataset", "left", False, 4),
+    ("strategy", "strategy", "left", False, 0),
+    ("attack", "attack", "left", False, 1),
+    ("seed", "seed", "right", False, 2),
+    ("test_accuracy", "test_accuracy", "right", True, 0),
+    ("started_at", "started", "left", False, 5),
+)
+
+
+def _write_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+    import sys
+
+    if not rows:
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_clean(rows))
+    sys.stdout.flush()
+
+
+def _one_output_format(json_output: bool, csv_output: bool) -> None:
+    if json_output and csv_output:
+        raise InputError("give either --json or --csv, not both")
+
+
 @app.command("runs")
 def runs_command(
     sweep: Path | None = typer.Option(None, "--sweep", help="Only the runs of this sweep folder."),
     store: Path | None = STORE_OPTION,
     json_output: bool = JSON_OPTION,
+    csv_output: bool = typer.Option(
+        False, "--csv", help="Print CSV on stdout (one row per run, every field)."
+    ),
 ) -> None:
     """List the runs recorded in the run store (oldest first)."""
-    from rich.table import Table
-
+    from velocity.cli._tables import Column, print_fitted_table
     from velocity.store import open_store
 
+    _one_output_format(json_output, csv_output)
     if sweep is not None and not (sweep / "manifest.json").is_file():
         # A mistyped folder would otherwise list nothing and look like a sweep without runs.
         raise InputError("not a sweep folder (no manifest.json)", source=str(sweep))
@@ -114,32 +152,35 @@ def runs_command(
     if json_output:
         print_json(_clean(rows))
         return
-    table = Table(title=f"runs in {path}")
-    for column in (
-        "id",
-        "name",
-        "status",
-        "dataset",
-        "strategy",
-        "attack",
-        "seed",
-        "acc",
-        "started",
-    ):
-        table.add_column(column, justify="right" if column in ("seed", "acc") else "left")
-    for row in rows:
-        table.add_row(
-            row["run_id"][:8],
-            row["name"],
-            row["status"],
-            str(row["dataset"]),
-            row["strategy"],
-            row["attack"],
-            str(row["seed"]),
-            _fmt(row["test_accuracy"]),
-            row["started_at"],
-        )
-    out_console.print(table)
+    if csv_output:
+        _write_csv(rows)
+        return
+    cells = [
+        {
+            "run_id": row["run_id"][:8],
+            "name": row["name"],
+            "status": row["status"],
+            "dataset": str(row["dataset"]),
+            "strategy": row["strategy"],
+            "attack": row["attack"],
+            "seed": str(row["seed"]),
+            "test_accuracy": _fmt(row["test_accuracy"]),
+            # Minutes are enough to tell runs apart here; --json keeps the full timestamp.
+            "started_at": (row["started_at"] or "-")[:16].replace("T", " "),
+        }
+        for row in rows
+    ]
+    columns = [
+        Column(key, header, justify, keep=keep, drop_order=order)
+        for key, header, justify, keep, order in _RUNS_COLUMNS
+    ]
+    print_fitted_table(
+        out_console,
+        columns,
+        cells,
+        title=f"runs in {path}",
+        row_styles=[_STATUS_STYLES.get(row["status"]) for row in rows],
+    )
 
 
 @app.command("show")
@@ -147,19 +188,28 @@ def show_command(
     run: str = typer.Argument(..., metavar="RUN", help="Run id, id prefix or name."),
     store: Path | None = STORE_OPTION,
     json_output: bool = JSON_OPTION,
+    spec_only: bool = typer.Option(
+        False, "--spec", help="Print only the run's spec, as a TOML run file 'velocity run' reads."
+    ),
 ) -> None:
-    """Print one stored run: status, spec, final and best metrics, per-round records."""
+    """Print one stored run: status, final and best metrics, and its spec as TOML."""
     from rich.table import Table
 
     from velocity.report import attack_label, strategy_label
+    from velocity.spec import spec_toml
     from velocity.store import open_store
 
+    if json_output and spec_only:
+        raise InputError("give either --json or --spec, not both")
     with open_store(_existing_store_path(store)) as run_store:
         record = run_store.find_run(run)
     if json_output:
         print_json(_clean(record.to_dict()))
         return
-    out_console.print(f"[bold]{record.name}[/] ({record.run_id}) — {record.status}")
+    if spec_only:
+        sys_stdout_write(spec_toml(record.spec))
+        return
+    out_console.print(f"[bold]{escape(record.name)}[/] ({record.run_id}) — {record.status}")
     for label, value in (
         ("source", record.source or "velocity run"),
         ("fingerprint", record.fingerprint),
@@ -171,7 +221,7 @@ def show_command(
         ("error", record.error),
     ):
         if value is not None:
-            out_console.print(f"  {label}: {value}", highlight=False)
+            out_console.print(f"  {label}: {value}", highlight=False, markup=False)
     table = Table(title="final / best")
     table.add_column("metric")
     table.add_column("final", justify="right")
@@ -179,7 +229,22 @@ def show_command(
     for key in sorted(set(record.final) | set(record.best)):
         table.add_row(key, _fmt(record.final.get(key)), _fmt(record.best.get(key)))
     out_console.print(table)
-    out_console.print("spec:", record.spec)
+    out_console.print(
+        f"spec (TOML; 'velocity show {record.run_id[:8]} --spec > run.toml' writes it, "
+        "'velocity run run.toml' runs it again):",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    sys_stdout_write(spec_toml(record.spec))
+
+
+def sys_stdout_write(text: str) -> None:
+    """Plain text on stdout, as written: no markup, highlighting or wrapping."""
+    import sys
+
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _fmt_epsilon(value: Any) -> str:
@@ -189,68 +254,64 @@ def _fmt_epsilon(value: Any) -> str:
 
 
 def _print_leaderboard(board: Leaderboard) -> None:
-    from rich.table import Table
-
-    from velocity.leaderboards import CORRECTION
+    from velocity.cli._tables import Column, print_fitted_table
+    from velocity.leaderboards import CORRECTION, verdict
 
     arrow = "higher is better" if board.higher_is_better else "lower is better"
     unit = f" ({board.unit})" if board.unit else ""
-    table = Table(title=f"leaderboard: {board.metric}{unit}, {arrow}")
-    for column in (
-        "#",
-        "configuration",
-        "dataset",
-        "strategy",
-        "attack",
-        "n",
-        "mean",
-        "std",
-        "95% CI",
-        "vs best",
-    ):
-        table.add_column(column, justify="right" if column in ("#", "n", "mean", "std") else "left")
+    digits = {"rounds-to-target": 1, "wall-clock": 2, "comm-cost": 3}.get(board.metric, 4)
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    columns = [Column("rank", "#", "right", keep=True)]
+    # The fields that tell the rows apart are the rows' names: never cut, never dropped.
+    columns += [Column(f"field:{k}", k, keep=True) for k in board.config_fields]
+    columns += [
+        Column("n", "n", "right", drop_order=1),
+        Column("mean", "mean ± std", "right", keep=True),
+        Column("ci", "95% CI", drop_order=0),
+        Column("verdict", "vs best", keep=True),
+    ]
     if board.metric == "rounds-to-target":
-        table.add_column("reached", justify="right")
+        columns.append(Column("reached", "reached", "right", keep=True))
     show_epsilon = (
         board.cost != "epsilon"
         and board.metric != "epsilon"
         and any("epsilon" in r.extra for r in board.rows)
     )
     if show_epsilon:
-        table.add_column("ε", justify="right")
+        columns.append(Column("epsilon", "ε", "right", keep=True))
     if board.metric == "pareto":
-        table.add_column("ε" if board.cost == "epsilon" else "comm MB", justify="right")
-        table.add_column("front", justify="right")
-    for row in board.rows:
-        if row.best:
-            verdict = "best"
-        elif row.p_adjusted is None:
-            verdict = "n/a (needs 2+ seeds)"
-        else:
-            verdict = f"{'worse' if row.significant else 'tie'} (p={row.p_adjusted:.3g})"
-        interval = "-" if row.ci_low is None else f"[{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]"
-        cells = [
-            str(row.rank),
-            row.label,
-            row.dataset,
-            row.strategy,
-            row.attack,
-            str(row.runs),
-            _fmt(row.mean),
-            _fmt(row.std),
-            interval,
-            verdict,
+        columns += [
+            Column("cost", "ε" if board.cost == "epsilon" else "comm MB", "right", keep=True),
+            Column("front", "front", "right", keep=True),
         ]
-        if board.metric == "rounds-to-target":
-            cells.append(str(row.extra.get("reached")))
-        if show_epsilon:
-            cells.append(_fmt_epsilon(row.extra.get("epsilon", math.inf)))
-        if board.metric == "pareto":
-            cost = row.extra.get(row.extra.get("pareto_cost", "comm_cost_mb"))
-            shown = _fmt_epsilon(cost) if board.cost == "epsilon" else _fmt(cost, 3)
-            cells += [shown, _fmt(row.extra.get("pareto_front"))]
-        table.add_row(*cells)
-    out_console.print(table)
+    cells = []
+    for row in board.rows:
+        mean = number(row.mean) + ("" if row.std is None else f" ± {number(row.std)}")
+        cost = row.extra.get(row.extra.get("pareto_cost", "comm_cost_mb"))
+        cell = {
+            "rank": str(row.rank),
+            "n": str(row.runs),
+            "mean": mean,
+            "ci": "-" if row.ci_low is None else f"[{number(row.ci_low)}, {number(row.ci_high)}]",
+            "verdict": verdict(row),
+            "reached": str(row.extra.get("reached")),
+            "epsilon": _fmt_epsilon(row.extra.get("epsilon", math.inf)),
+            "cost": _fmt_epsilon(cost) if board.cost == "epsilon" else _fmt(cost, 3),
+            "front": _fmt(row.extra.get("pareto_front")),
+        }
+        cell.update({f"field:{k}": row.fields.get(k, "-") for k in board.config_fields})
+        cells.append(cell)
+    print_fitted_table(
+        out_console,
+        columns,
+        cells,
+        title=f"leaderboard: {board.metric}{unit}, {arrow}",
+        row_styles=["bold" if row.best else None for row in board.rows],
+        hint="--format md/csv/json/latex",
+    )
     out_console.print(
         f"'worse': Welch's t-test against the best, p < {board.alpha:g} after {CORRECTION}'s "
         f"correction for {max(len(board.rows) - 1, 0)} comparisons; 'tie': no significant "
@@ -275,20 +336,43 @@ def leaderboard_command(
     sweep: Path | None = typer.Option(
         None, "--sweep", help="Rank the runs of this sweep folder (read from it, not the store)."
     ),
+    where: list[str] | None = typer.Option(
+        None,
+        "--where",
+        help="Only runs whose FIELD matches: field=value, e.g. strategy=fedavg (repeatable).",
+    ),
+    output_format: str = typer.Option(
+        "table", "--format", help="table (default), md, csv, json or latex (booktabs)."
+    ),
     store: Path | None = STORE_OPTION,
-    json_output: bool = JSON_OPTION,
+    json_output: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Rank configurations over seeds: mean, std, 95% CI, significance vs the best."""
     from velocity.api import leaderboard
+    from velocity.leaderboards import LEADERBOARD_FORMATS, format_leaderboard, parse_where
 
+    if output_format not in LEADERBOARD_FORMATS:
+        raise InputError(
+            f"--format must be one of {', '.join(LEADERBOARD_FORMATS)}, got {output_format!r}"
+        )
+    if json_output and output_format not in ("table", "json"):
+        raise InputError(f"give either --json or --format {output_format}, not both")
+    wanted = parse_where(where or [])
     if sweep is None:
         store = _existing_store_path(store)
     elif store is not None:
         raise InputError("give either --sweep (its own runs) or --store, not both")
     board = leaderboard(
-        sweep, metric=metric, target=target, dataset=dataset, attack=attack, store=store, cost=cost
+        sweep,
+        metric=metric,
+        target=target,
+        dataset=dataset,
+        attack=attack,
+        store=store,
+        cost=cost,
+        where=wanted,
     )
-    if json_output:
-        print_json(_clean(board.to_dict()))
+    if json_output or output_format != "table":
+        sys_stdout_write(format_leaderboard(board, "json" if json_output else output_format))
     else:
         _print_leaderboard(board)

@@ -121,23 +121,42 @@ def _print_result(result: SweepResult) -> None:
     out_console.print(f"report: {result.out_dir / 'report.html'}")
 
 
-def _result_json(result: SweepResult) -> dict[str, Any]:
-    return {
-        "out_dir": str(result.out_dir),
-        "complete": result.complete,
-        "exit_code": result.exit_code,
-        "warnings": result.warnings,
-        "runs": {
-            name: {
-                "status": o.status,
-                "error": o.error,
-                "fingerprint": o.fingerprint,
-                "final": o.final,
-                "resumed": o.resumed,
+def _result_json(result: SweepResult, target: float) -> list[dict[str, Any]]:
+    """The sweep's runs as JSON run records, in manifest order: the shape ``velocity run --json``
+    prints, each with ``source`` (the sweep folder) and ``resumed``."""
+    from velocity.records import run_record
+    from velocity.sweepdir import read_sweep
+
+    records = []
+    for run in read_sweep(result.out_dir).runs:
+        outcome = result.results.get(run.name)
+        summary = run.summary if run.complete and run.summary is not None else None
+        if summary is None:  # no trustworthy results on disk: what the sweep itself saw
+            summary = {
+                "name": run.name,
+                "fingerprint": run.spec.fingerprint if run.spec else None,
+                "status": outcome.status if outcome else "incomplete",
+                "error": outcome.error if outcome else run.problem,
+                "final": dict(outcome.final) if outcome else {},
+                "best": {},
+                "totals": {},
+                "rounds_completed": 0,
+                "started_at": None,
+                "finished_at": None,
+                "wall_seconds": outcome.wall_seconds if outcome else None,
+                "details": {},
             }
-            for name, o in result.results.items()
-        },
-    }
+        records.append(
+            run_record(
+                summary,
+                spec=run.spec.canonical() if run.spec else {},
+                rounds=(run.rounds or []) if run.complete else [],
+                target_accuracy=target,
+                source=str(result.out_dir),
+                resumed=bool(outcome and outcome.resumed),
+            )
+        )
+    return records
 
 
 def command_line(ctx: typer.Context) -> list[str]:
@@ -266,7 +285,7 @@ def sweep_command(
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if json_output:
-        print_json(_result_json(result))
+        print_json(_result_json(result, target))
     else:
         _print_result(result)
     return result.exit_code

@@ -162,7 +162,10 @@ def synthetic_li2020(
         Param("max_per_client", int, 2000, "cap on a client's samples", low=1, nullable=True),
         _TEST_FRACTION,
     ),
-    summary="Synthetic(alpha, beta): 60 features, 10 classes, one natural client per run client",
+    summary=(
+        "Synthetic(alpha, beta): generated per client, each from its own model (alpha) and "
+        "feature shift (beta); 60 features, 10 classes; partition 'natural' keeps these clients"
+    ),
     paper="Li et al., Federated Optimization in Heterogeneous Networks, MLSys 2020",
     natural=True,
 )
