@@ -390,7 +390,8 @@ def test_frontier_has_one_line_per_strategy_with_non_private_runs_at_infinity() 
             _entry("b", 2.0, 1.5, 0.6),
             _entry("c", 0.0, math.inf, 0.95),
             _entry("d", None, None, 0.96),
-        ]
+        ],
+        "target_accuracy": 0.9,
     }
     lines = _frontier_points(comparison)
     assert lines == {
