@@ -16,11 +16,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "velocity"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "errors", "seeds", "registry", "artifacts", "records"),
+    ("_version", "errors", "seeds", "registry", "artifacts", "records", "limits", "datafiles"),
     ("data", "models", "strategies", "attacks"),  # kernels: arrays in, arrays out
     ("plugins", "testing"),
     ("spec",),
-    ("experiment",),
+    ("experiment", "sizing"),
     ("simulation",),
     ("sweepdir", "store"),
     ("report",),

@@ -333,6 +333,7 @@ def build_leaderboard(
             ci_high=high,
             extra={"seeds": [m.seed for m in members], "run_ids": [m.run_id for m in members]},
         )
+        row.extra["diverged"] = sum(m.status == "diverged" for m in members)
         if metric == "rounds-to-target":
             row.extra["reached"] = f"{len(values)}/{len(members)}"
         if metric == "pareto":
@@ -355,14 +356,17 @@ def _rank(rows: list[LeaderboardRow], metric: str, higher: bool) -> list[Leaderb
         fronts = _pareto_fronts([(r.mean or 0.0, r.extra["comm_cost_mb"]) for r in scored])
         for row, front in zip(scored, fronts, strict=True):
             row.extra["pareto_front"] = front
+    # A configuration that diverged on any seed ranks after every one that never did, whatever
+    # the metric: an early stop is neither accurate nor cheap.
     if metric == "rounds-to-target":
         # Configurations that reach the target on more seeds rank first, then by speed.
         def key(r: LeaderboardRow) -> tuple[Any, ...]:
-            return (-len(r.values) / max(r.runs, 1), score(r), r.label)
+            return (r.extra["diverged"] > 0, -len(r.values) / max(r.runs, 1), score(r), r.label)
     else:
 
         def key(r: LeaderboardRow) -> tuple[Any, ...]:
             return (
+                r.extra["diverged"] > 0,
                 r.extra.get("pareto_front", math.inf) if metric == "pareto" else 0,
                 score(r),
                 r.label,

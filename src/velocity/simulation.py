@@ -22,6 +22,7 @@ from velocity.errors import InputError
 from velocity.models import MLP, LocalConfig, build_model, train_clients
 from velocity.records import final_metrics, rounds_columns, summarize_run, utc_now
 from velocity.seeds import child_rng
+from velocity.sizing import DataShape, check_run_size
 from velocity.spec import RunSpec
 from velocity.strategies import build_strategy
 
@@ -116,7 +117,12 @@ def validate_run(spec: RunSpec) -> RunSetup:
     Raises InputError when the spec cannot run on its data (a missing file, more clients than
     samples, an attack's class or trigger outside this dataset).
     """
-    data = load_dataset(spec.dataset, seed=spec.seed, num_clients=spec.num_clients)
+    check_run_size(spec)  # before any allocation: from the spec alone
+    data = load_dataset(
+        spec.dataset, seed=spec.seed, num_clients=spec.num_clients, data_files=spec.data_files
+    )
+    shape = DataShape(len(data.y_train) + len(data.y_test), data.num_features, data.num_classes)
+    check_run_size(spec, shape)  # with the loaded data's shape, before the model is built
     clients = partition(
         spec.partition,
         data.y_train,
@@ -212,9 +218,15 @@ def _round_loop(
     threat, X, y = setup.threat, setup.X_train, setup.y_train
     params = setup.initial_params
     bytes_per_model = 4 * model.num_params
+    # client id -> its SGD momentum buffer after the last round it trained in (persistent).
+    momenta: dict[int, np.ndarray] | None = {} if spec.client_momentum == "persistent" else None
     for r in range(1, spec.rounds + 1):
         t0 = time.perf_counter()
         ids = sample_clients(spec, r)
+        initial = None
+        if momenta is not None:
+            fresh = np.zeros(model.num_params, dtype=np.float32)
+            initial = np.stack([momenta.get(int(k), fresh) for k in ids])
         local = train_clients(
             model,
             params,
@@ -223,7 +235,10 @@ def _round_loop(
             [setup.clients[k] for k in ids],
             [child_rng(spec.seed, "shuffle", r, int(k)) for k in ids],
             cfg,
+            initial_momentum=initial,
         )
+        if momenta is not None and local.momentum is not None:
+            momenta.update((int(k), local.momentum[row].copy()) for row, k in enumerate(ids))
         updates = local.params - params[None, :]
         weights = local.num_samples.astype(np.float64)
         record: dict[str, Any] = {"round": r}
@@ -249,8 +264,12 @@ def _round_loop(
         )
         if threat is not None:
             record.update(attack_record)
-            if evaluate:
-                record.update(threat.evaluate(params, data.X_test, data.y_test))
+            if evaluate or not finite:
+                metrics = threat.evaluate(params, data.X_test, data.y_test)
+                if test_accuracy is not None and math.isnan(test_accuracy):
+                    # Non-finite scores predict nothing: no attack succeeded or failed either.
+                    metrics = {key: math.nan for key in metrics}
+                record.update(metrics)
         record["round_seconds"] = time.perf_counter() - t0
         rounds.append(record)
         if on_round is not None:

@@ -206,6 +206,8 @@ def _print_leaderboard(board: Leaderboard) -> None:
             verdict = "n/a (needs 2+ seeds)"
         else:
             verdict = f"{'worse' if row.significant else 'tie'} (p={row.p_adjusted:.3g})"
+        if row.extra.get("diverged"):
+            verdict += f"; diverged {row.extra['diverged']}/{row.runs}"
         interval = "-" if row.ci_low is None else f"[{_fmt(row.ci_low)}, {_fmt(row.ci_high)}]"
         cells = [
             str(row.rank),

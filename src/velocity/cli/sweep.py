@@ -193,6 +193,7 @@ def sweep_command(
     model: str | None = _options.MODEL,
     byzantine: float | None = _options.BYZANTINE,
     eval_every: int | None = _options.EVAL_EVERY,
+    client_momentum: str | None = _options.CLIENT_MOMENTUM,
     plugin: list[str] | None = _options.PLUGIN,
     json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
 ) -> int:
@@ -215,6 +216,7 @@ def sweep_command(
         model=model,
         byzantine=byzantine,
         eval_every=eval_every,
+        client_momentum=client_momentum,
         plugins=plugin_refs(plugin),
     )
     adhoc = strategies is not None or attacks is not None or seeds is not None
