@@ -167,7 +167,7 @@ class Entry(Generic[T]):
 
 
 def parse_value(text: str) -> Any:
-    """Parse one value of a spec string: bool, none, int, float, else the string itself."""
+    """Parse one value of a spec string: bool, none, int, finite float, else the string itself."""
     low = text.strip().lower()
     if low in ("true", "false"):
         return low == "true"
@@ -181,7 +181,9 @@ def parse_value(text: str) -> Any:
         value = float(text)
     except ValueError:
         return text.strip()
-    return value
+    # "nan", "inf", "Infinity" stay text: no parameter takes a non-finite number, and a name or
+    # a path may be spelled so (csv:path=NaN).
+    return value if math.isfinite(value) else text.strip()
 
 
 def parse_component(spec: str | Mapping[str, Any], kind: str = "component") -> tuple[str, dict]:

@@ -93,14 +93,14 @@ def train_clients(
     ``LocalResult.momentum``. Without it every buffer starts at zero, as in each round before.
     """
     n = len(client_indices)
+    # Batches never hold more than the largest client's samples: cutting that padding is the
+    # same for every chunk, so a client's arithmetic does not depend on how clients are chunked
+    # (and a batch size far above any client's data allocates nothing for it).
+    width = min(cfg.batch_size, max(len(idx) for idx in client_indices))
     schedules = [
-        batch_schedule(idx, cfg.epochs, cfg.batch_size, rng)
+        batch_schedule(idx, cfg.epochs, width, rng)
         for idx, rng in zip(client_indices, rngs, strict=True)
     ]
-    # Batches never hold more than the largest client's samples: trimming that padding is the
-    # same for every chunk, so a client's arithmetic does not depend on how clients are chunked.
-    width = min(cfg.batch_size, max(len(idx) for idx in client_indices))
-    schedules = [s[:, :width] for s in schedules]
     steps = np.array([len(s) for s in schedules])
     order = np.argsort(-steps, kind="stable")  # longest schedules first: active set is a prefix
     params_out = np.empty((n, model.num_params), dtype=np.float32)
@@ -158,7 +158,7 @@ def train_clients_naive(
     """
     params_out, losses, momenta = [], [], []
     for i, (idx, rng) in enumerate(zip(client_indices, rngs, strict=True)):
-        schedule = batch_schedule(idx, cfg.epochs, cfg.batch_size, rng)
+        schedule = batch_schedule(idx, cfg.epochs, min(cfg.batch_size, len(idx)), rng)
         params = global_params[None, :].copy()
         anchor = global_params[None, :]
         if initial_momentum is None:
