@@ -52,11 +52,11 @@ __all__ = [
     "SweepData",
     "SweepRun",
     "as_in_csv",
+    "check_data_files",
     "config_payload",
     "final_problem",
     "fingerprint_of",
     "first_disagreement",
-    "provide_data_files",
     "provide_plugins",
     "read_manifest",
     "read_run",
@@ -392,22 +392,21 @@ def provide_plugins(source: FileSource, manifest: Mapping[str, Any]) -> list[dic
     return records
 
 
-def provide_data_files(source: FileSource, manifest: Mapping[str, Any]) -> list[str]:
-    """Make the sweep's copies of its runs' data files (``data/<name>``) available to its runs,
-    each checked against the sha256 the manifest records; returns the names of the copies the
-    folder (or archive) does not hold (an archive made with ``--no-data``)."""
-    from velocity.datafiles import file_sha256, provide
+def check_data_files(source: FileSource, manifest: Mapping[str, Any]) -> list[str]:
+    """Check the sweep's copies of its runs' data files (``data/<name>``) against the sha256
+    the manifest records (InputError naming an edited copy); returns the names of the copies
+    the folder (or archive) does not hold (an archive made with ``--no-data``)."""
+    from velocity.datafiles import file_sha256
 
     missing = []
     for record in manifest.get("data_files", []):
         name, sha = f"data/{record['name']}", record["sha256"]
-        copy: Path | bytes
         if isinstance(source, DiskFolder):
             path = source.root / name
             if not path.is_file():
                 missing.append(record["name"])
                 continue
-            found, copy = file_sha256(path), path
+            found = file_sha256(path)
         else:
             try:
                 data = source.read(name)
@@ -416,13 +415,12 @@ def provide_data_files(source: FileSource, manifest: Mapping[str, Any]) -> list[
             if data is None:
                 missing.append(record["name"])
                 continue
-            found, copy = hashlib.sha256(data).hexdigest(), data
+            found = hashlib.sha256(data).hexdigest()
         if found != sha:
             raise InputError(
                 f"{name} does not have the sha256 manifest.json records for it (edited?)",
                 source=source.label,
             )
-        provide(sha, copy)
     return missing
 
 
@@ -521,8 +519,6 @@ def read_run(
         spec_data, fingerprint = _check_config(name, config)
         with recorded_specs():  # a recorded spec never makes velocity read a path it names
             spec = RunSpec.model_validate(spec_data)
-    except ValueError as exc:
-        raise InputError(str(exc), source=source.label) from None
     except ValidationError as exc:
         from velocity.spec import format_validation_error
 
@@ -530,6 +526,8 @@ def read_run(
             f"invalid spec: {format_validation_error(exc, f'{name}/config.json')}",
             source=source.label,
         ) from None
+    except ValueError as exc:
+        raise InputError(str(exc), source=source.label) from None
     run = SweepRun(
         name=name,
         spec=spec,
@@ -579,7 +577,7 @@ def read_sweep(
     source: FileSource = DiskFolder(Path(folder)) if isinstance(folder, str | Path) else folder
     manifest = read_manifest(source)
     provide_plugins(source, manifest)
-    provide_data_files(source, manifest)
+    check_data_files(source, manifest)
     configs = manifest.get("configs") or {}
     runs = [
         read_run(source, name, configs.get(name), with_results=with_results, skip=skip)

@@ -4,6 +4,7 @@ sweep machinery, compare run by run, and say what differs in the environment.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 import re
@@ -15,7 +16,7 @@ from typing import Any
 import velocity.datafiles as datafiles
 from velocity.archives.compare import VERDICTS, RunComparison, compare_run
 from velocity.archives.crate import archived_packages, velocity_version
-from velocity.archives.safezip import read_crate
+from velocity.archives.safezip import CrateContents, read_crate
 from velocity.archives.verify import ArchivedSweep, load_archived_sweep, verify_crate
 from velocity.artifacts import write_json_atomic
 from velocity.errors import InputError
@@ -192,7 +193,7 @@ def _check_data_dir(data_dir: str | Path | None) -> Path | None:
 
 
 def _provide_data(
-    sweep: ArchivedSweep, specs: Sequence[RunSpec], data_dir: Path | None
+    crate: CrateContents, specs: Sequence[RunSpec], data_dir: Path | None
 ) -> list[str]:
     """Make every data file the runs read available from the archive or ``data_dir`` only,
     each checked against its recorded sha256; InputError naming what is missing. Returns notes."""
@@ -209,6 +210,10 @@ def _provide_data(
             if datafiles.is_provided(sha):
                 continue
             name = datafiles.copy_name(record)
+            archived = crate.files.get(f"data/{name}")
+            if archived is not None and hashlib.sha256(archived).hexdigest() == sha:
+                datafiles.provide(sha, archived)
+                continue
             if data_dir is None:
                 raise InputError(
                     f"run {spec.name!r} reads the data file {name} (sha256 {sha[:12]}...), "
@@ -351,7 +356,7 @@ def _reproduce(
                 f"({', '.join(changed)}): results may differ"
             )
         to_run.append(run.spec)
-    notes += _provide_data(sweep, to_run, data_folder)
+    notes += _provide_data(crate, to_run, data_folder)
     if to_run:
         run_sweep(
             to_run,

@@ -220,7 +220,7 @@ def reproduce_command(
     else:
         out_console.print(_verdict_table(report))
         for note in report.notes:
-            out_console.print(f"note: {note}", highlight=False)
+            out_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
         matched = sum(r.verdict == "ok" for r in report.runs)
         verdict = "reproduced" if report.all_matched else "NOT reproduced"
         out_console.print(
@@ -264,7 +264,7 @@ def _print_inspection(info: ArchiveInspection) -> None:
     if info.missing_runs:
         out_console.print(f"incomplete: no results for {', '.join(info.missing_runs)}")
     for note in info.notes:
-        out_console.print(f"note: {note}", highlight=False, markup=False)
+        out_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     if info.verified:
         out_console.print(
             "[green]verified[/]: every file matches its recorded sha256 and size; "

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from velocity.artifacts import atomic_file, write_bytes_atomic
 from velocity.datafiles import check_available, file_sha256, open_copy
 from velocity.datafiles import copy_name as data_copy_name
-from velocity.datafiles import provide as provide_data
 from velocity.errors import InputError
 from velocity.limits import check_run_count
 from velocity.plugins import copy_name, source_of
@@ -141,8 +140,11 @@ def validate_sweep_request(
             source=str(out_dir),
         )
     sweep_data_files(specs)  # copy names clash?
-    for spec in specs:  # (resuming, the folder's own copies were provided by read_sweep)
+    for spec in specs:
         for record in spec.data_files:
+            copy = out_dir / "data" / data_copy_name(record)
+            if resume and copy.is_file() and file_sha256(copy) == record["sha256"]:
+                continue  # the sweep's own copy (read_sweep checked it)
             check_available(record)
     return list(specs)
 
@@ -202,7 +204,8 @@ def sweep_data_files(specs: Sequence[RunSpec]) -> list[dict[str, str]]:
 
 def _write_data_files(out_dir: Path, specs: Sequence[RunSpec]) -> dict[str, str]:
     """Copy every data file the runs read into ``data/`` (checked against its sha256 while
-    copying) unless the copy is there already; returns sha256 -> the copy's absolute path."""
+    copying; from a provided copy, else its path) unless the copy is there already; returns
+    sha256 -> the copy's absolute path, the only place the runs' workers read it from."""
     copies: dict[str, str] = {}
     for spec in specs:
         for record in spec.data_files:
@@ -215,7 +218,6 @@ def _write_data_files(out_dir: Path, specs: Sequence[RunSpec]) -> dict[str, str]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with atomic_file(target) as handle:
                         shutil.copyfileobj(reader, handle, 1 << 20)
-            provide_data(sha, target)
             copies[sha] = str(target.resolve())
     return copies
 
