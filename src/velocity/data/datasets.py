@@ -204,7 +204,7 @@ def _features(X: np.ndarray, source: str) -> np.ndarray:
     raw = np.asarray(X)
     if raw.dtype.kind not in "biuf":
         raise InputError(f"features must be real numbers, got dtype {raw.dtype}", source=source)
-    X = raw.astype(np.float64)
+    X = raw.astype(np.float64, copy=False)  # no second copy of a float64 table
     if X.ndim == 0 or len(X) == 0:
         raise InputError("features hold no samples", source=source)
     if X.ndim == 1:
@@ -481,7 +481,7 @@ def load_dataset(
     test_fraction = params.pop("test_fraction")
     with reading(data_files):
         raw = entry.obj(**params, num_clients=num_clients, seed=seed)
-    y = raw.y.astype(np.int64)
+    y = raw.y.astype(np.int64, copy=False)
     num_classes = raw.num_classes or int(y.max()) + 1
     if num_classes < 2:
         raise InputError(f"dataset '{entry.name}' has a single class; need at least two")
@@ -492,7 +492,10 @@ def load_dataset(
     mu = raw.X[train].mean(axis=0)
     sd = raw.X[train].std(axis=0)
     sd[sd == 0] = 1.0
-    X = ((raw.X - mu) / sd).astype(np.float32)
+    # In place, the same arithmetic as ((X - mu) / sd): one float64 temporary, not two.
+    X = raw.X - mu
+    X /= sd
+    X = X.astype(np.float32)
     return FederatedDataset(
         name=entry.name,
         X_train=np.ascontiguousarray(X[train]),
