@@ -16,12 +16,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "velocity"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "errors", "seeds", "registry", "artifacts", "records"),
+    ("_version", "errors", "seeds", "registry", "artifacts", "records", "limits", "datafiles"),
     # kernels: arrays in, arrays out (federation: who takes part; privacy: DP mechanisms)
     ("data", "models", "federation", "privacy", "strategies", "attacks"),
     ("plugins", "testing"),
     ("spec",),
-    ("experiment",),
+    ("experiment", "sizing"),
     ("simulation",),
     ("sweepdir", "store"),
     ("report",),

@@ -201,9 +201,14 @@ def archive(
     affiliation_url: str | None = None,
     license_id: str | None = "CC-BY-4.0",
     allow_incomplete: bool = False,
+    include_data: bool = True,
+    include_code: bool = False,
+    force: bool = False,
 ) -> ArchiveResult:
     """Pack a finished sweep into one deterministic RO-Crate zip (default
-    ``<sweep folder>.crate.zip``)."""
+    ``<sweep folder>.crate.zip``; an existing file is replaced only with ``force``).
+    ``include_data=False`` leaves the runs' user data files out (reproduce then needs
+    ``data_dir``); ``include_code`` adds the wheel of the running velocity."""
     from velocity.archives import archive_sweep
     from velocity.sweeps import SweepResult
 
@@ -216,6 +221,9 @@ def archive(
         affiliation_url=affiliation_url,
         license_id=license_id,
         allow_incomplete=allow_incomplete,
+        include_data=include_data,
+        include_code=include_code,
+        force=force,
     )
 
 
@@ -231,10 +239,13 @@ def reproduce(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     on_verified: Callable[..., None] | None = None,
     command: Sequence[str] | None = None,
+    data_dir: str | Path | None = None,
 ) -> ReproductionReport:
     """Verify an archive, re-run its runs with the archived specs and compare them;
     ``report.exit_code`` is 1 on any mismatch when ``check`` is true. ``on_verified(sweep,
-    drift, platform_notes)`` is called once the archive verified, before any run."""
+    drift, platform_notes)`` is called once the archive verified, before any run.
+    ``data_dir``: a folder holding the data files an archive made with ``--no-data`` leaves
+    out (each checked against its recorded sha256)."""
     from velocity.archives import reproduce_archive
 
     return reproduce_archive(
@@ -248,6 +259,7 @@ def reproduce(
         command=list(command) if command is not None else None,
         on_event=on_event,
         on_verified=on_verified,
+        data_dir=data_dir,
     )
 
 

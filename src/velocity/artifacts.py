@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 __all__ = [
     "atomic_file",
     "decode_floats",
+    "decode_floats_at",
     "dumps_json",
     "encode_floats",
     "format_csv_value",
@@ -58,6 +59,32 @@ def decode_floats(value: Any) -> Any:
     if isinstance(value, list):
         return [decode_floats(v) for v in value]
     return value
+
+
+NumberPaths = Sequence[tuple[str, ...]]
+
+
+def decode_floats_at(document: Any, paths: NumberPaths) -> Any:
+    """:func:`decode_floats` applied only where a document holds numbers: at each path of keys
+    (``"*"`` matches every list element or mapping value). Text elsewhere stays text, so a run
+    named "NaN" stays a name."""
+    if not paths:
+        return document
+    if any(not path for path in paths):
+        return decode_floats(document)
+    heads: dict[str, list[tuple[str, ...]]] = {}
+    for path in paths:
+        heads.setdefault(path[0], []).append(path[1:])
+    if isinstance(document, Mapping):
+        out = dict(document)
+        for key, value in document.items():
+            rests = [*heads.get(str(key), []), *heads.get("*", [])]
+            if rests:
+                out[key] = decode_floats_at(value, rests)
+        return out
+    if isinstance(document, list) and "*" in heads:
+        return [decode_floats_at(item, heads["*"]) for item in document]
+    return document
 
 
 def dumps_json(payload: Any) -> str:
@@ -109,10 +136,11 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     write_text_atomic(path, dumps_json(payload))
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON artifact, decoding non-finite float strings."""
+def read_json(path: str | Path, numbers: NumberPaths = ()) -> Any:
+    """Read a JSON artifact, decoding the non-finite float strings at ``numbers`` (paths as in
+    :func:`decode_floats_at`; ``((),)`` decodes the whole document, the default nothing)."""
     with Path(path).open(encoding="utf-8") as handle:
-        return decode_floats(json.load(handle))
+        return decode_floats_at(json.load(handle), numbers)
 
 
 def format_csv_value(value: Any) -> str:

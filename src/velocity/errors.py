@@ -6,7 +6,14 @@ One root (`VelocityError`) and a few subclasses that carry context. The CLI turn
 
 from __future__ import annotations
 
-__all__ = ["ArchiveError", "InputError", "RunError", "SpecError", "VelocityError"]
+__all__ = [
+    "ArchiveError",
+    "InputError",
+    "ResourceError",
+    "RunError",
+    "SpecError",
+    "VelocityError",
+]
 
 
 class VelocityError(Exception):
@@ -27,6 +34,11 @@ class SpecError(InputError):
 
 class ArchiveError(InputError):
     """A corrupt, tampered or hostile archive (exit code 2, nothing run)."""
+
+
+class ResourceError(InputError):
+    """A run or a sweep would need more than a limit allows (memory, number of runs): refused
+    from an estimate made before anything is allocated (CLI exit code 2)."""
 
 
 class RunError(VelocityError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from velocity.errors import SpecError
+from velocity.limits import check_run_count, max_runs
 from velocity.plugins import base_dir as plugin_base_dir
 from velocity.records import run_name_problem
 from velocity.spec import RunSpec, format_validation_error, load_toml
@@ -37,7 +39,7 @@ _TOP_LEVEL_KEYS = ("shared", "runs", "matrix")
 _RUN_FIELD_KEYS = frozenset({*RunSpec.model_fields, "attack"})
 _COMPONENT_KEYS = frozenset({"dataset", "partition", "model", "strategy", "attack", "attacks"})
 MATRIX_KEYS: tuple[str, ...] = tuple(
-    sorted({*RunSpec.model_fields, "attack", "seeds"} - {"name", "seed", "plugins"})
+    sorted({*RunSpec.model_fields, "attack", "seeds"} - {"name", "seed", "plugins", "data_files"})
 )
 """Keys a ``[matrix]`` may sweep: every RunSpec field but ``name``/``seed``, plus ``attack``
 (one attack per run) and ``seeds`` (a count N for seeds 0..N-1, or a list of seeds)."""
@@ -111,6 +113,7 @@ def _seed_values(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, int):
         if value <= 0:
             raise SpecError(f"{where}: seeds must be {allowed}, got {value!r}")
+        check_run_count(value, "seeds", f"{value} seeds", source=where)
         return tuple(range(value))
     if isinstance(value, list) and value:
         if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
@@ -270,11 +273,13 @@ def expand_experiment(
     has_matrix = "matrix" in doc
     if has_matrix:
         axes, seeds = _axes(_check_table(doc["matrix"], f"{source}: [matrix]"), source)
+        _check_expansion(len(bases), axes, seeds, source)
         points = _matrix_points(axes, seeds)
     else:
         points = [({}, [], False)]
     specs: list[RunSpec] = []
     seen: dict[str, tuple[str, bool]] = {}  # name -> (fingerprint, is a generated baseline)
+    folded: dict[str, str] = {}  # casefolded name -> the name, for names differing in case
     for fields, where, base_name in bases:
         for values, parts, is_baseline in points:
             merged = {**fields, **values, **overrides}
@@ -300,9 +305,34 @@ def expand_experiment(
                     f"{source}: duplicate run name '{name}'; give runs distinct 'name's "
                     "(or matrix values that differ in their readable name)"
                 )
+            twin = folded.setdefault(name.casefold(), name)
+            if twin != name:
+                raise SpecError(
+                    f"{source}: run names '{twin}' and '{name}' differ only in case; their "
+                    "folders would be one on case-insensitive file systems: give distinct names"
+                )
             seen[name] = (spec.fingerprint, is_baseline)
             specs.append(spec)
     return specs
+
+
+def _check_expansion(
+    bases: int, axes: Sequence[_Axis], seeds: tuple[int, ...] | None, source: str
+) -> None:
+    """Refuse a matrix that expands to more runs than the limit, before expanding it."""
+    count = bases * math.prod(len(a.values) for a in axes) * len(seeds or (None,))
+    if any(a.key in ("attack", "attacks") for a in axes):
+        count *= 2  # at most one generated no-attack baseline per attacked point
+    if count <= max_runs():
+        return
+    sizes = [(len(a.values), f"matrix.{a.key}") for a in axes]
+    if seeds is not None:
+        sizes.append((len(seeds), "matrix.seeds"))
+    if bases > 1:
+        sizes.append((bases, "runs"))
+    field = max(sizes)[1] if sizes else "matrix"
+    detail = " x ".join(f"{n} {name.removeprefix('matrix.')}" for n, name in sizes)
+    check_run_count(count, field, detail, source=source)
 
 
 def _as_list(value: Any) -> list[Any]:

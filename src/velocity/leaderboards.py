@@ -405,6 +405,7 @@ def build_leaderboard(
             ci_high=high,
             extra={"seeds": [m.seed for m in members], "run_ids": [m.run_id for m in members]},
         )
+        row.extra["diverged"] = sum(m.status == "diverged" for m in members)
         if metric == "rounds-to-target":
             row.extra["reached"] = f"{len(values)}/{len(members)}"
         if _is_private(first):
@@ -453,14 +454,17 @@ def _rank(rows: list[LeaderboardRow], metric: str, higher: bool) -> list[Leaderb
         fronts = _pareto_fronts([(r.mean or 0.0, r.extra[r.extra["pareto_cost"]]) for r in scored])
         for row, front in zip(scored, fronts, strict=True):
             row.extra["pareto_front"] = front
+    # A configuration that diverged on any seed ranks after every one that never did, whatever
+    # the metric: an early stop is neither accurate nor cheap.
     if metric == "rounds-to-target":
         # Configurations that reach the target on more seeds rank first, then by speed.
         def key(r: LeaderboardRow) -> tuple[Any, ...]:
-            return (-len(r.values) / max(r.runs, 1), score(r), r.label)
+            return (r.extra["diverged"] > 0, -len(r.values) / max(r.runs, 1), score(r), r.label)
     else:
 
         def key(r: LeaderboardRow) -> tuple[Any, ...]:
             return (
+                r.extra["diverged"] > 0,
                 r.extra.get("pareto_front", math.inf) if metric == "pareto" else 0,
                 score(r),
                 r.label,
@@ -594,10 +598,14 @@ def _number(board: Leaderboard, value: float | None) -> str:
 def verdict(row: LeaderboardRow) -> str:
     """``best``, ``tie (p=..)``, ``worse (p=..)`` (Holm-adjusted p) or why there is no test."""
     if row.best:
-        return "best"
-    if row.p_adjusted is None:
-        return "n/a (needs 2+ seeds)"
-    return f"{'worse' if row.significant else 'tie'} (p={row.p_adjusted:.3g})"
+        text = "best"
+    elif row.p_adjusted is None:
+        text = "n/a (needs 2+ seeds)"
+    else:
+        text = f"{'worse' if row.significant else 'tie'} (p={row.p_adjusted:.3g})"
+    if row.extra.get("diverged"):
+        text += f"; diverged {row.extra['diverged']}/{row.runs}"
+    return text
 
 
 def _extra_columns(board: Leaderboard) -> list[tuple[str, Callable[[LeaderboardRow], str]]]:

@@ -55,7 +55,14 @@ RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,119}$")
 
 RESERVED_RUN_NAMES = frozenset(
     {"manifest.json", "comparison.json", "comparison.md", "report.html", "plots", "plugins"}
-    | {"reproduction.json", "readme.md", "environment.txt", "ro-crate-metadata.json", "data"}
+    | {
+        "reproduction.json",
+        "readme.md",
+        "environment.txt",
+        "ro-crate-metadata.json",
+        "data",
+        "code",
+    }
 )
 """Names of a sweep folder's (or its archive's) own entries: a run folder may not take them."""
 

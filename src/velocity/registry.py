@@ -51,7 +51,9 @@ class Param:
     ``low``/``high`` bound numbers (``low_open``/``high_open`` make a bound strict), ``choices``
     restricts strings; ``nullable`` admits ``None`` (written ``none`` in a spec string);
     ``convert`` normalizes a value first (raising ValueError/TypeError when it cannot);
-    ``allowed_text`` overrides the generated description of the allowed values.
+    ``allowed_text`` overrides the generated description of the allowed values;
+    ``omit_default`` leaves the parameter out of the canonical table while it has its default
+    (a parameter added later: specs written before it keep their canonical form and identity).
     """
 
     name: str
@@ -66,6 +68,7 @@ class Param:
     nullable: bool = False
     convert: Callable[[Any], Any] | None = None
     allowed_text: str | None = None
+    omit_default: bool = False
 
     def allowed(self) -> str:
         """Human-readable description of the allowed values."""
@@ -164,7 +167,7 @@ class Entry(Generic[T]):
 
 
 def parse_value(text: str) -> Any:
-    """Parse one value of a spec string: bool, none, int, float, else the string itself."""
+    """Parse one value of a spec string: bool, none, int, finite float, else the string itself."""
     low = text.strip().lower()
     if low in ("true", "false"):
         return low == "true"
@@ -178,7 +181,9 @@ def parse_value(text: str) -> Any:
         value = float(text)
     except ValueError:
         return text.strip()
-    return value
+    # "nan", "inf", "Infinity" stay text: no parameter takes a non-finite number, and a name or
+    # a path may be spelled so (csv:path=NaN).
+    return value if math.isfinite(value) else text.strip()
 
 
 def parse_component(spec: str | Mapping[str, Any], kind: str = "component") -> tuple[str, dict]:
@@ -386,7 +391,8 @@ class Registry(Generic[T]):
     def canonical(self, spec: str | Mapping[str, Any]) -> dict[str, Any]:
         """The defaults-filled table form ``{"type": name, **params}`` used in fingerprints."""
         entry, params = self.resolve(spec)
-        return {"type": entry.name, **params}
+        omitted = {p.name for p in entry.params if p.omit_default and params[p.name] == p.default}
+        return {"type": entry.name, **{k: v for k, v in params.items() if k not in omitted}}
 
 
 def _first_line(doc: str | None) -> str:

@@ -12,7 +12,10 @@ import html
 import io
 import json
 import math
+import os
+import stat
 import statistics
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "COMPARISON_NUMBERS",
     "COMPARISON_SCHEMA",
     "PLOT_NAMES",
     "attack_label",
@@ -47,10 +51,26 @@ __all__ = [
     "report_html",
     "spec_fields",
     "strategy_label",
+    "use_private_matplotlib_dir",
     "write_reports",
 ]
 
 COMPARISON_SCHEMA = "velocity.comparison/1"
+COMPARISON_NUMBERS: tuple[tuple[str, ...], ...] = (
+    ("target_accuracy",),
+    *(
+        ("runs", "*", key)
+        for key in ("final", "best", "totals", "rounds", "wall_seconds", "accuracy_drop")
+    ),
+    *(
+        ("groups", "*", f"{metric}_{stat}")
+        for metric in ("test_accuracy", "test_loss", "accuracy_drop")
+        for stat in ("mean", "std")
+    ),
+    ("groups", "*", "mb_sent_mean"),
+)
+"""Where comparison.json holds numbers: the only places its "NaN"/"Infinity" strings are
+floats (elsewhere they are names: a run may be called "NaN")."""
 PLOT_NAMES = ("accuracy", "loss", "heatmap", "seeds", "rounds_to_target", "communication")
 """Every sweep gets these plots, each as ``plots/<name>.png`` and ``plots/<name>.svg``."""
 PRIVACY_PLOT = "privacy"
@@ -327,9 +347,14 @@ def _describe_groups(
 
 
 def _rank_key(entry: Mapping[str, Any]) -> tuple[int, float, str]:
+    """Complete runs by final accuracy, then diverged runs (whatever accuracy they last
+    showed), then runs without a finite accuracy (failed, incomplete)."""
     accuracy = _finite(entry["final"].get("test_accuracy"))
-    finished = entry["status"] in ("complete", "diverged")
-    return (0 if finished and accuracy is not None else 1, -(accuracy or 0.0), entry["name"])
+    if accuracy is None or entry["status"] not in ("complete", "diverged"):
+        tier = 2
+    else:
+        tier = 0 if entry["status"] == "complete" else 1
+    return (tier, -(accuracy or 0.0), entry["name"])
 
 
 def _ranked(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -352,6 +377,7 @@ def _groups(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         drop_mean, drop_std = _mean_std(drops)
         groups.append(
             {
+                "diverged": sum(m["status"] == "diverged" for m in members),
                 "fingerprint_without_seed": key,
                 "label": members[0]["group"],
                 "strategy": members[0]["strategy"],
@@ -366,7 +392,14 @@ def _groups(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "accuracy_drop_std": drop_std,
             }
         )
-    groups.sort(key=lambda g: (g["test_accuracy_mean"] is None, -(g["test_accuracy_mean"] or 0)))
+    # A configuration that diverged on some seed ranks after every one that never did.
+    groups.sort(
+        key=lambda g: (
+            g["test_accuracy_mean"] is None,
+            g["diverged"] > 0,
+            -(g["test_accuracy_mean"] or 0),
+        )
+    )
     return groups
 
 
@@ -498,7 +531,7 @@ def _group_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
         [
             g["label"],
             *(g.get("fields", {}).get(k, "-") for k in keys),
-            str(len(g["runs"])),
+            str(len(g["runs"])) + (f" ({g['diverged']} diverged)" if g.get("diverged") else ""),
             _pm(g["test_accuracy_mean"], g["test_accuracy_std"]),
             _pm(g["test_loss_mean"], g["test_loss_std"]),
             _pm(g["accuracy_drop_mean"], g["accuracy_drop_std"]),
@@ -516,7 +549,8 @@ def comparison_markdown(comparison: Mapping[str, Any], manifest: Mapping[str, An
         "# Sweep comparison",
         "",
         f"{len(comparison['runs'])} runs; velocity {manifest.get('velocity_version', '?')}; "
-        f"started {manifest.get('started_at', '?')}. Ranked by final test accuracy. "
+        f"started {manifest.get('started_at', '?')}. Ranked by final test accuracy; "
+        "diverged runs after every complete one, runs without results last. "
         f"*acc drop*: final accuracy of the matching no-attack run (same spec, no attack, "
         f"same seed) minus the run's own. *rounds to target*: first round with test accuracy "
         f">= {target:g}."
@@ -1112,8 +1146,31 @@ def _encode(figure: Figure) -> tuple[bytes, str]:
     return png.getvalue(), svg.getvalue()
 
 
+def use_private_matplotlib_dir() -> None:
+    """matplotlib keeps its configuration and font cache in ``$MPLCONFIGDIR``, else under
+    ``$HOME``; unless the user chose a folder, point it at this user's own folder in the temp
+    directory (created 0700; a fresh temp folder if that one is not safely ours), so drawing a
+    report writes nothing under ``$HOME``. Call it before matplotlib is first imported."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"velocity-matplotlib-{uid if uid is not None else 'u'}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        ours = stat.S_ISDIR(info.st_mode) and not info.st_mode & 0o022
+        if uid is not None:
+            ours = ours and info.st_uid == uid
+    except OSError:
+        ours = False
+    if not ours:
+        folder = Path(tempfile.mkdtemp(prefix="velocity-matplotlib-"))
+    os.environ["MPLCONFIGDIR"] = str(folder)
+
+
 def render_plot(name: str, comparison: Mapping[str, Any]) -> Plot:
     """One of the sweep's plots (a name of PLOT_NAMES) as PNG bytes and SVG text."""
+    use_private_matplotlib_dir()
     target = comparison["target_accuracy"]
     if name == "accuracy":
         title, figure = (
@@ -1284,6 +1341,7 @@ def write_reports(
     (``map_fn``: how to render the plots, e.g. a process pool's ``map``)."""
     out_dir = Path(data.out_dir)
     comparison = build_comparison(data, target_accuracy=target_accuracy)
+    use_private_matplotlib_dir()
     plots = render_plots(comparison, map_fn)
     for plot in plots:
         write_bytes_atomic(out_dir / "plots" / f"{plot.name}.png", plot.png)

@@ -24,6 +24,7 @@ from velocity.models import MLP, LocalConfig, build_model, train_clients
 from velocity.privacy import central_epsilons, local_epsilons, privacy_stage_of
 from velocity.records import final_metrics, rounds_columns, summarize_run, utc_now
 from velocity.seeds import child_rng
+from velocity.sizing import DataShape, check_run_size
 from velocity.spec import RunSpec
 from velocity.strategies import build_strategy
 
@@ -178,7 +179,12 @@ def validate_run(spec: RunSpec) -> RunSetup:
     Raises InputError when the spec cannot run on its data (a missing file, more clients than
     samples, an attack's class or trigger outside this dataset).
     """
-    data = load_dataset(spec.dataset, seed=spec.seed, num_clients=spec.num_clients)
+    check_run_size(spec)  # before any allocation: from the spec alone
+    data = load_dataset(
+        spec.dataset, seed=spec.seed, num_clients=spec.num_clients, data_files=spec.data_files
+    )
+    shape = DataShape(len(data.y_train) + len(data.y_test), data.num_features, data.num_classes)
+    check_run_size(spec, shape)  # with the loaded data's shape, before the model is built
     clients = partition(
         spec.partition,
         data.y_train,
@@ -279,6 +285,8 @@ def _round_loop(
     bytes_per_model = 4 * model.num_params
     privacy = setup.privacy
     last_round = privacy.rounds if privacy is not None else spec.rounds
+    # client id -> its SGD momentum buffer after the last round it trained in (persistent).
+    momenta: dict[int, np.ndarray] | None = {} if spec.client_momentum == "persistent" else None
     for r in range(1, last_round + 1):
         t0 = time.perf_counter()
         ids = sample_clients(spec, r)
@@ -287,6 +295,10 @@ def _round_loop(
         train_loss: float | None = None
         attack_record: dict[str, Any] = {}
         if len(ids):
+            initial = None
+            if momenta is not None:
+                fresh = np.zeros(model.num_params, dtype=np.float32)
+                initial = np.stack([momenta.get(int(k), fresh) for k in ids])
             local = train_clients(
                 model,
                 params,
@@ -295,7 +307,10 @@ def _round_loop(
                 [setup.clients[k] for k in ids],
                 [child_rng(spec.seed, "shuffle", r, int(k)) for k in ids],
                 cfg,
+                initial_momentum=initial,
             )
+            if momenta is not None and local.momentum is not None:
+                momenta.update((int(k), local.momentum[row].copy()) for row, k in enumerate(ids))
             updates = strategy.privatize(local.params - params[None, :], ids, r)
             weights = local.num_samples.astype(np.float64)
             if threat is not None:
@@ -331,8 +346,12 @@ def _round_loop(
             record.update(epsilon=privacy.epsilons[r - 1], delta=privacy.delta)
         if threat is not None:
             record.update(attack_record)
-            if evaluate:
-                record.update(threat.evaluate(params, data.X_test, data.y_test))
+            if evaluate or not finite:
+                metrics = threat.evaluate(params, data.X_test, data.y_test)
+                if test_accuracy is not None and math.isnan(test_accuracy):
+                    # Non-finite scores predict nothing: no attack succeeded or failed either.
+                    metrics = {key: math.nan for key in metrics}
+                record.update(metrics)
         record["round_seconds"] = time.perf_counter() - t0
         rounds.append(record)
         if on_round is not None:

@@ -13,7 +13,7 @@ import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,7 @@ from pydantic import (
 
 from velocity.attacks import ATTACKS, canonical_attack
 from velocity.data import DATASETS, PARTITIONERS
+from velocity.datafiles import hash_record, reading_recorded, valid_record
 from velocity.errors import InputError, SpecError
 from velocity.federation import CLIENT_SAMPLINGS
 from velocity.models import MODELS
@@ -73,16 +74,23 @@ def _strategy_writes_mu(strategy: Any) -> bool:
     return False
 
 
-_OMITTED_WHEN_EMPTY = ("plugins",)
-_OMITTED_WHEN_DEFAULT: dict[str, Any] = {
+_OMITTED_AT_DEFAULT: dict[str, Any] = {
+    "plugins": [],
+    "data_files": [],
+    "client_momentum": "reset",
     "client_sampling": "fixed",
     "accountant": "rdp",
     "delta": None,
     "target_epsilon": None,
 }
-"""Fields added after the first schema, left out of the canonical JSON at their defaults so
-every run spelled before them keeps its fingerprint."""
+"""Fields added after the first schema, left out of the canonical JSON at their default so the
+runs written before them keep their canonical form and fingerprint."""
 _PRIVACY_FIELDS = ("accountant", "delta", "target_epsilon")
+
+
+def _no_attack(value: Any) -> bool:
+    """``None``, ``""`` or ``"none"`` in any case: no attack."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))
 
 
 class _SpecMeta(type(BaseModel)):  # type: ignore[misc]
@@ -120,6 +128,8 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
     byzantine: int | float = Field(default=0, ge=0)
     attacks: list[dict[str, Any]] = Field(default_factory=list)
     plugins: list[dict[str, str]] = Field(default_factory=list)
+    data_files: list[dict[str, str]] = Field(default_factory=list)
+    client_momentum: Literal["reset", "persistent"] = "reset"
     client_sampling: str = Field(default="fixed", description="client sampling scheme")
     accountant: str = Field(default="rdp", description="privacy accountant: rdp or pld")
     delta: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
@@ -141,7 +151,7 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
             if "attacks" in data:
                 raise ValueError("give either 'attack' or 'attacks', not both")
             attack = data.pop("attack")
-            data["attacks"] = [] if attack in (None, "", "none") else [attack]
+            data["attacks"] = [] if _no_attack(attack) else [attack]
         strategy = data.get("strategy", "fedavg")
         try:
             table, preset_mu = canonical_strategy(strategy)
@@ -223,7 +233,7 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         if not isinstance(value, Sequence):
             raise ValueError("attacks must be a list of attack specs")
         try:
-            return [canonical_attack(v) for v in value if v not in (None, "", "none")]
+            return [canonical_attack(v) for v in value if not _no_attack(v)]
         except SpecError as exc:
             raise ValueError(str(exc)) from None
 
@@ -232,10 +242,21 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
     def _check_byzantine(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("byzantine is a fraction in [0, 1) or a client count")
+        if isinstance(value, str):  # the rule of every numeric field: a string is a mistake
+            raise ValueError(f"expected a number, got the string {value!r}")
         if isinstance(value, float) and value >= 1:
             if not value.is_integer():
                 raise ValueError(f"byzantine is a fraction in [0, 1) or a whole count, got {value}")
             return int(value)
+        return value
+
+    @field_validator("data_files", mode="before")
+    @classmethod
+    def _check_data_files(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not all(valid_record(r) for r in value):
+            raise ValueError(
+                "data_files is a list of {path, sha256} records of the files the dataset reads"
+            )
         return value
 
     @model_validator(mode="wrap")
@@ -250,6 +271,12 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         resolved: dict[str, Any] = spec._resolved_counts()
         resolved.update(spec._resolved_privacy())
         resolved["plugins"] = spec._plugins_used()
+        resolved["data_files"] = spec._data_files_used()
+        if spec.client_momentum == "persistent" and spec.momentum == 0:
+            raise ValueError(
+                "client_momentum = 'persistent' carries the client SGD momentum buffer across "
+                "rounds; with momentum = 0 there is none: set momentum > 0"
+            )
         if all(getattr(spec, key) == value for key, value in resolved.items()):
             return spec
         return handler({**spec.model_dump(), **resolved})
@@ -287,6 +314,33 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
                 )
         return records
 
+    def _data_files_used(self) -> list[dict[str, str]]:
+        """The records of the user files the dataset reads: kept when given, else made by
+        hashing the file now; specs read back from records (sweep folders, archives, tasks)
+        must carry them, and no path they name is read."""
+        entry = DATASETS.get(self.dataset["type"])
+        paths = [self.dataset[p] for p in entry.extra.get("user_files", ()) if self.dataset.get(p)]
+        given = {r["path"]: dict(r) for r in self.data_files}
+        records = []
+        for path in paths:
+            record = given.pop(path, None)
+            if record is None:
+                if reading_recorded():
+                    raise ValueError(
+                        f"dataset reads {path!r} but the spec records no sha256 for it "
+                        "(data_files); velocity cannot tell which data the run used"
+                    )
+                try:
+                    record = hash_record(path)
+                except InputError as exc:
+                    raise ValueError(f"dataset: {exc}") from None
+            records.append(record)
+        if given:
+            raise ValueError(
+                f"data_files names {next(iter(given))!r}, a file the dataset does not read"
+            )
+        return records
+
     def _resolved_counts(self) -> dict[str, int]:
         cpr = self.clients_per_round
         if cpr is None:
@@ -318,7 +372,7 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         would change nothing), checked against the sampling and the adaptive-clipping noise."""
         stage = privacy_stage_of(self.strategy)
         if stage is None:
-            return {key: _OMITTED_WHEN_DEFAULT[key] for key in _PRIVACY_FIELDS}
+            return {key: _OMITTED_AT_DEFAULT[key] for key in _PRIVACY_FIELDS}
         cpr = self.clients_per_round or self.num_clients
         if stage["type"] == "dp":
             problem = accounting_problem(
@@ -361,12 +415,9 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
 
     def canonical(self, *, include_name: bool = True) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        for key in _OMITTED_WHEN_EMPTY:
-            if not data[key]:
-                del data[key]  # fields added after the first schema keep older identities
-        for key, default in _OMITTED_WHEN_DEFAULT.items():
+        for key, default in _OMITTED_AT_DEFAULT.items():
             if data[key] == default:
-                del data[key]
+                del data[key]  # fields added after the first schema keep older identities
         if not include_name:
             data.pop("name")
         return data
@@ -430,6 +481,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise InputError(f"invalid TOML ({exc})", source=str(path)) from None
     except UnicodeDecodeError:
         raise InputError("not a UTF-8 text file (TOML must be UTF-8)", source=str(path)) from None
+    except RecursionError:
+        raise InputError(
+            "nested too deeply to read (arrays or tables inside each other)", source=str(path)
+        ) from None
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror})", source=str(path)) from None
 

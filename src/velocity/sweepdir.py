@@ -10,6 +10,7 @@ each other carries a ``problem`` and its results are never trusted.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -22,12 +23,14 @@ from pydantic import ValidationError
 
 from velocity.artifacts import (
     decode_floats,
+    decode_floats_at,
     format_csv_value,
     parse_csv_value,
     rounds_csv_text,
     write_json_atomic,
     write_text_atomic,
 )
+from velocity.datafiles import is_copy_name, recorded_specs
 from velocity.errors import InputError
 from velocity.records import (
     SUMMARY_SCHEMA,
@@ -41,6 +44,7 @@ from velocity.spec import RunSpec
 __all__ = [
     "CONFIG_SCHEMA",
     "RESULT_STATUSES",
+    "SUMMARY_NUMBERS",
     "SWEEP_SCHEMA",
     "DiskFolder",
     "FileSource",
@@ -48,6 +52,7 @@ __all__ = [
     "SweepData",
     "SweepRun",
     "as_in_csv",
+    "check_data_files",
     "config_payload",
     "final_problem",
     "fingerprint_of",
@@ -116,6 +121,10 @@ class MemoryFolder:
 
 
 # ----------------------------------------------------------------------------- decoding
+
+
+SUMMARY_NUMBERS = (("final",), ("best",), ("totals",), ("wall_seconds",))
+"""Where summary.json holds numbers: the only places its "NaN"/"Infinity" strings are floats."""
 
 
 def _json(data: bytes, what: str, *, floats: bool = True) -> Any:
@@ -310,7 +319,7 @@ def read_manifest(source: FileSource) -> dict[str, Any]:
     if data is None:
         raise InputError("not a sweep folder (no manifest.json)", source=source.label)
     try:
-        manifest = _json(data, "manifest.json")
+        manifest = _json(data, "manifest.json", floats=False)
     except ValueError as exc:
         raise InputError(str(exc), source=source.label) from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SWEEP_SCHEMA:
@@ -331,6 +340,18 @@ def read_manifest(source: FileSource) -> dict[str, Any]:
     configs = manifest.get("configs")
     if configs is not None and not isinstance(configs, dict):
         raise InputError("manifest.json: 'configs' must be a table", source=source.label)
+    data_files = manifest.get("data_files", [])
+    if not isinstance(data_files, list) or not all(
+        isinstance(r, dict)
+        and set(r) == {"name", "sha256"}
+        and is_copy_name(r["name"])
+        and isinstance(r["sha256"], str)
+        for r in data_files
+    ):
+        raise InputError(
+            "manifest.json: 'data_files' must be a list of {name, sha256} with plain file names",
+            source=source.label,
+        )
     plugins = manifest.get("plugins", [])
     if not isinstance(plugins, list) or not all(
         isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("sha256"), str)
@@ -369,6 +390,38 @@ def provide_plugins(source: FileSource, manifest: Mapping[str, Any]) -> list[dic
         files[copy_name(record)] = data
     provide_sources(files, origin=f"{source.label}/plugins")
     return records
+
+
+def check_data_files(source: FileSource, manifest: Mapping[str, Any]) -> list[str]:
+    """Check the sweep's copies of its runs' data files (``data/<name>``) against the sha256
+    the manifest records (InputError naming an edited copy); returns the names of the copies
+    the folder (or archive) does not hold (an archive made with ``--no-data``)."""
+    from velocity.datafiles import file_sha256
+
+    missing = []
+    for record in manifest.get("data_files", []):
+        name, sha = f"data/{record['name']}", record["sha256"]
+        if isinstance(source, DiskFolder):
+            path = source.root / name
+            if not path.is_file():
+                missing.append(record["name"])
+                continue
+            found = file_sha256(path)
+        else:
+            try:
+                data = source.read(name)
+            except OSError as exc:
+                raise InputError(f"unreadable {name} ({exc})", source=source.label) from None
+            if data is None:
+                missing.append(record["name"])
+                continue
+            found = hashlib.sha256(data).hexdigest()
+        if found != sha:
+            raise InputError(
+                f"{name} does not have the sha256 manifest.json records for it (edited?)",
+                source=source.label,
+            )
+    return missing
 
 
 def _read_config(
@@ -464,7 +517,8 @@ def read_run(
         )
     try:
         spec_data, fingerprint = _check_config(name, config)
-        spec = RunSpec.model_validate(spec_data)
+        with recorded_specs():  # a recorded spec never makes velocity read a path it names
+            spec = RunSpec.model_validate(spec_data)
     except ValidationError as exc:  # before ValueError, its base class: one line, not pydantic's
         from velocity.spec import format_validation_error
 
@@ -495,7 +549,9 @@ def read_run(
             run.summary = {}
         return run
     try:
-        summary = _json(summary_bytes, summary_name)
+        summary = decode_floats_at(
+            _json(summary_bytes, summary_name, floats=False), SUMMARY_NUMBERS
+        )
         rounds_bytes = source.read(rounds_name)
         if rounds_bytes is None:
             raise ValueError(f"{name!r} has a summary but no {rounds_name}")
@@ -521,6 +577,7 @@ def read_sweep(
     source: FileSource = DiskFolder(Path(folder)) if isinstance(folder, str | Path) else folder
     manifest = read_manifest(source)
     provide_plugins(source, manifest)
+    check_data_files(source, manifest)
     configs = manifest.get("configs") or {}
     runs = [
         read_run(source, name, configs.get(name), with_results=with_results, skip=skip)

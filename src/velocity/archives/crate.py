@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from velocity.archives.code import velocity_wheel
 from velocity.archives.safezip import CRATE_METADATA_NAME
 from velocity.artifacts import atomic_file
 from velocity.errors import InputError
@@ -52,6 +53,7 @@ RO_CRATE_SPEC = "https://w3id.org/ro/crate/1.1"
 PROCESS_RUN_PROFILE = "https://w3id.org/ro/wfrun/process/0.5"
 VELOCITY_URL = "https://github.com/velocity-fl/velocity"
 ADDED_FILES = ("README.md", "environment.txt", CRATE_METADATA_NAME)
+ADDED_FOLDERS = ("code",)
 """Files the archive adds next to the sweep's own artifacts."""
 
 ENCODING_FORMATS = {
@@ -66,6 +68,8 @@ ENCODING_FORMATS = {
     ".log": "text/plain",
     ".pdf": "application/pdf",
     ".py": "text/x-python",
+    ".whl": "application/zip",
+    ".npz": "application/zip",
 }
 _FALLBACK_FORMAT = "application/octet-stream"
 
@@ -197,6 +201,7 @@ def read_sweep_folder(sweep_dir: str | Path) -> SweepFolder:
             )
     files = _list_files(root)
     clashes = sorted(set(files) & set(ADDED_FILES))
+    clashes += sorted(f for f in files if f.split("/")[0] in ADDED_FOLDERS)
     if clashes:
         raise InputError(
             f"the sweep folder already holds {clashes[0]}, a file the archive writes itself",
@@ -295,9 +300,57 @@ def _pkg_key(item: tuple[str, str]) -> str:
     return item[0].lower()
 
 
-def readme_text(sweep: SweepFolder, archive_name: str, date_published: str) -> str:
-    """README.md of the crate: what it is and the exact commands to reproduce it."""
+def _install_lines(version: str, wheel: str | None) -> list[str]:
+    """How to install the velocity that made the sweep, with and without a package index."""
+    lines = [
+        "## Install velocity",
+        "",
+        "With access to a package index:",
+        "",
+        "```sh",
+        f"pip install 'velocity-fl=={version}'      # or: pip install -r environment.txt",
+        "```",
+        "",
+    ]
+    if wheel is not None:
+        lines += [
+            f"Without one (offline): this archive holds the wheel of velocity {version} itself, "
+            f"`code/{wheel}`. Extract it and install it; pip needs velocity's dependencies "
+            "(numpy, scipy, pydantic, ... at the versions `environment.txt` pins) either already "
+            "installed or as wheels in a folder `WHEELS` (made on a connected machine with "
+            "`pip download -r environment.txt -d WHEELS`, after deleting its `velocity-fl` "
+            "line):",
+            "",
+            "```sh",
+            f"unzip ARCHIVE 'code/{wheel}'      # ARCHIVE: this zip file",
+            f"pip install --no-index --no-deps code/{wheel}      # dependencies installed",
+            f"pip install --no-index --find-links WHEELS code/{wheel}      # or from WHEELS",
+            "```",
+            "",
+        ]
+    else:
+        lines += [
+            f"Without one (offline): install the wheel of velocity {version} with "
+            "`pip install --no-index --find-links WHEELS velocity-fl==" + version + "`, where "
+            "the folder `WHEELS` holds that wheel and the wheels of the packages "
+            "`environment.txt` pins. This archive does not hold velocity itself; "
+            "`velocity archive --include-code` puts its wheel into the archive.",
+            "",
+        ]
+    return lines
+
+
+def readme_text(
+    sweep: SweepFolder,
+    date_published: str,
+    *,
+    data_included: bool = True,
+    wheel: str | None = None,
+) -> str:
+    """README.md of the crate: what it is and the exact commands to reproduce it. It names no
+    file of the archive's own (the archive's bytes never depend on where it is written)."""
     version = velocity_version(sweep.manifest)
+    data_files = sweep.manifest.get("data_files") or []
     lines = [
         f"# velocity sweep `{sweep.path.name}`",
         "",
@@ -309,19 +362,38 @@ def readme_text(sweep: SweepFolder, archive_name: str, date_published: str) -> s
         "and plots. `environment.txt` lists the packages of the environment that ran it; "
         "`ro-crate-metadata.json` describes every file with its size and sha256.",
         "",
+        *_install_lines(version, wheel),
         "## Reproduce",
         "",
+        "`ARCHIVE` is this zip file.",
+        "",
         "```sh",
-        f"pip install 'velocity-fl=={version}'      # or: pip install -r environment.txt",
-        f"velocity inspect {archive_name}          # what it holds, checksums verified",
-        f"velocity reproduce {archive_name} --check --exact   # same platform: bit-exact",
-        f"velocity reproduce {archive_name} --check --tolerance 1e-6   # other platforms",
+        "velocity inspect ARCHIVE          # what it holds, checksums verified",
+        "velocity reproduce ARCHIVE --check --exact   # same platform: bit-exact",
+        "velocity reproduce ARCHIVE --check --tolerance 1e-6   # other platforms",
         "```",
         "",
         "`velocity reproduce` verifies every checksum before running anything, re-runs each run "
         "with its archived specification and compares status and every per-round metric "
         "(timings excepted); exit code 0 means every run matched.",
         "",
+    ]
+    if data_files:
+        names = ", ".join(f"`{r['name']}` (sha256 `{r['sha256']}`)" for r in data_files)
+        if data_included:
+            lines += [
+                f"The runs read user data files, archived in `data/`: {names}. `reproduce` "
+                "reads them from the archive and checks their sha256.",
+                "",
+            ]
+        else:
+            lines += [
+                f"The runs read user data files that this archive leaves out (`--no-data`): "
+                f"{names}. Give them to `velocity reproduce ARCHIVE --data-dir DIR`, a folder "
+                "holding files of those names; their sha256 is checked before any run.",
+                "",
+            ]
+    lines += [
         "## Runs",
         "",
         "| run | status | rounds |",
@@ -571,12 +643,17 @@ def archive_sweep(
     affiliation_url: str | None = None,
     license_id: str | None = "CC-BY-4.0",
     allow_incomplete: bool = False,
+    include_data: bool = True,
+    include_code: bool = False,
+    force: bool = False,
 ) -> ArchiveResult:
     """Pack the sweep folder ``sweep_dir`` into a deterministic RO-Crate zip.
 
     Raises InputError when the folder is not a sweep, or is incomplete and ``allow_incomplete``
-    is false. The archive's date is the sweep's finish time, so the bytes never depend on when
-    (or where) archiving happened.
+    is false, or ``output`` exists and ``force`` is false. ``include_data=False`` leaves the
+    runs' user data files (``data/``) out; ``include_code`` adds the wheel of the running
+    velocity (``code/``). The archive's date is the sweep's finish time, so the bytes never
+    depend on when (or where, or under which file name) archiving happened.
     """
     _check_options(license_id, affiliation_url)
     sweep = read_sweep_folder(sweep_dir)
@@ -598,6 +675,11 @@ def archive_sweep(
         )
     if target.is_dir():
         raise InputError("is a folder; give the archive's file name", source=str(target))
+    if target.exists() and not force:
+        raise InputError(
+            "the archive file exists; give --force to replace it (or another -o)",
+            source=str(target),
+        )
     if not target.parent.is_dir():
         raise InputError(
             "no such folder for the archive; create it first (velocity archive never creates "
@@ -606,9 +688,20 @@ def archive_sweep(
         )
 
     date_published = _published_at(sweep)
-    contents: dict[str, bytes] = {name: (sweep.path / name).read_bytes() for name in sweep.files}
+    names = [n for n in sweep.files if include_data or not n.startswith("data/")]
+    try:
+        contents: dict[str, bytes] = {name: (sweep.path / name).read_bytes() for name in names}
+    except OSError as exc:
+        raise InputError(f"cannot read {exc.filename} ({exc.strerror})") from None
+    wheel = None
+    if include_code:
+        epoch = int(datetime.fromisoformat(date_published).timestamp())
+        wheel, contents_of_wheel = velocity_wheel(epoch)
+        contents[f"code/{wheel}"] = contents_of_wheel
     contents["environment.txt"] = environment_text(sweep.manifest).encode("utf-8")
-    contents["README.md"] = readme_text(sweep, target.name, date_published).encode("utf-8")
+    contents["README.md"] = readme_text(
+        sweep, date_published, data_included=include_data, wheel=wheel
+    ).encode("utf-8")
     metadata = build_crate_metadata(
         sweep,
         contents,
@@ -621,7 +714,10 @@ def archive_sweep(
     contents[CRATE_METADATA_NAME] = (
         json.dumps(metadata, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     ).encode("utf-8")
-    write_deterministic_zip(contents, target, _zip_time(date_published))
+    try:
+        write_deterministic_zip(contents, target, _zip_time(date_published))
+    except OSError as exc:
+        raise InputError(f"cannot write the archive ({exc.strerror})", source=str(target)) from None
 
     warnings = []
     if author is None:

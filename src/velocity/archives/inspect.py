@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ class ArchiveInspection:
     missing_runs: list[str]
     verified: bool
     problem: str | None
+    data_files: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         payload = dict(self.__dict__)
@@ -126,6 +128,14 @@ def inspect_archive(path: str | Path) -> ArchiveInspection:
         missing_runs=sweep.missing if sweep is not None else [],
         verified=problem is None,
         problem=problem,
+        data_files=[
+            {**r, "included": f"data/{r.get('name')}" in crate.files}
+            for r in manifest.get("data_files", [])
+            if isinstance(r, Mapping)
+        ]
+        if isinstance(manifest.get("data_files"), list)
+        else [],
+        notes=list(sweep.notes) if sweep is not None else [],
     )
 
 

@@ -4,6 +4,7 @@ sweep machinery, compare run by run, and say what differs in the environment.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 import re
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import velocity.datafiles as datafiles
 from velocity.archives.compare import VERDICTS, RunComparison, compare_run
 from velocity.archives.crate import archived_packages, velocity_version
-from velocity.archives.safezip import read_crate
+from velocity.archives.safezip import CrateContents, read_crate
 from velocity.archives.verify import ArchivedSweep, load_archived_sweep, verify_crate
 from velocity.artifacts import write_json_atomic
 from velocity.errors import InputError
@@ -181,6 +183,60 @@ def _check_options(
     return DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
 
 
+def _check_data_dir(data_dir: str | Path | None) -> Path | None:
+    if data_dir is None:
+        return None
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise InputError("--data-dir: not a folder", source=str(folder))
+    return folder
+
+
+def _provide_data(
+    crate: CrateContents, specs: Sequence[RunSpec], data_dir: Path | None
+) -> list[str]:
+    """Make every data file the runs read available from the archive or ``data_dir`` only,
+    each checked against its recorded sha256; InputError naming what is missing. Returns notes."""
+    notes = []
+    for spec in specs:
+        if spec.dataset["type"] == "hf" and spec.dataset.get("path"):
+            raise InputError(
+                f"run {spec.name!r} reads a Hugging Face dataset saved in the folder "
+                f"{spec.dataset['path']!r}, which archives do not carry; reproduce reads only "
+                "the archive and --data-dir"
+            )
+        for record in spec.data_files:
+            sha = record["sha256"]
+            if datafiles.is_provided(sha):
+                continue
+            name = datafiles.copy_name(record)
+            archived = crate.files.get(f"data/{name}")
+            if archived is not None and hashlib.sha256(archived).hexdigest() == sha:
+                datafiles.provide(sha, archived)
+                continue
+            if data_dir is None:
+                raise InputError(
+                    f"run {spec.name!r} reads the data file {name} (sha256 {sha[:12]}...), "
+                    "which the archive does not hold (archived with --no-data?): give "
+                    "--data-dir DIR, a folder holding it"
+                )
+            candidate = data_dir / name
+            if not candidate.is_file():
+                raise InputError(
+                    f"--data-dir: no {name} in {data_dir} (run {spec.name!r} reads it; sha256 "
+                    f"{sha[:12]}...)"
+                )
+            found = datafiles.file_sha256(candidate)
+            if found != sha:
+                raise InputError(
+                    f"--data-dir: {candidate} has sha256 {found[:12]}..., but run "
+                    f"{spec.name!r} was made with {sha[:12]}...: not the same data"
+                )
+            datafiles.provide(sha, candidate)
+            notes.append(f"data file {name} read from --data-dir, sha256 checked")
+    return sorted(set(notes))
+
+
 def _reproduced(out_dir: Path, names: Sequence[str]) -> dict[str, tuple[Any, Any, Any]]:
     """``name -> (status, error, rounds)`` of the re-run (all None for a run without results)."""
     if not (out_dir / "manifest.json").is_file():
@@ -214,6 +270,7 @@ def reproduce_archive(
     command: list[str] | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     on_verified: Callable[[ArchivedSweep, list[PackageDrift], list[str]], None] | None = None,
+    data_dir: str | Path | None = None,
 ) -> ReproductionReport:
     """Verify ``archive``, re-run its runs (or ``runs``) into ``out_dir`` and compare them.
 
@@ -221,9 +278,44 @@ def reproduce_archive(
     only then does ``velocity.sweeps.run_sweep`` re-run the archived specs unchanged. Writes
     ``reproduction.json`` into ``out_dir``; ``report.exit_code`` is 1 on any mismatch when
     ``check`` is true. ``on_verified`` is called once verification passed, before any run.
+    Data files the runs read come from the archive or ``data_dir`` only (their sha256 checked),
+    never from the paths the archived specs name; each archived spec is resource-bounded like
+    user input before anything runs.
     """
     target = Path(out_dir) if out_dir is not None else default_reproduce_dir()
     tol = _check_options(exact, tolerance, parallel, runs, target)
+    data_folder = _check_data_dir(data_dir)
+    # Only the archive's own copies and --data-dir are data files for this reproduction.
+    with datafiles.isolated():
+        return _reproduce(
+            archive,
+            target,
+            tol,
+            check=check,
+            exact=exact,
+            runs=runs,
+            parallel=parallel,
+            command=command,
+            on_event=on_event,
+            on_verified=on_verified,
+            data_folder=data_folder,
+        )
+
+
+def _reproduce(
+    archive: str | Path,
+    target: Path,
+    tol: float,
+    *,
+    check: bool,
+    exact: bool,
+    runs: Sequence[str] | None,
+    parallel: int | None,
+    command: list[str] | None,
+    on_event: Callable[[dict[str, Any]], None] | None,
+    on_verified: Callable[[ArchivedSweep, list[PackageDrift], list[str]], None] | None,
+    data_folder: Path | None,
+) -> ReproductionReport:
     started_at = utc_now()
     crate = read_crate(archive)
     verify_crate(crate)
@@ -264,6 +356,7 @@ def reproduce_archive(
                 f"({', '.join(changed)}): results may differ"
             )
         to_run.append(run.spec)
+    notes += _provide_data(crate, to_run, data_folder)
     if to_run:
         run_sweep(
             to_run,

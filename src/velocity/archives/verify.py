@@ -22,9 +22,10 @@ from velocity.archives.safezip import (
     entity_types,
     is_local,
 )
-from velocity.artifacts import decode_floats
+from velocity.artifacts import decode_floats_at
 from velocity.errors import ArchiveError, InputError
 from velocity.records import check_target_accuracy, is_timing
+from velocity.report import COMPARISON_NUMBERS
 from velocity.sweepdir import (
     RESULT_STATUSES,
     MemoryFolder,
@@ -122,6 +123,11 @@ class ArchivedSweep:
     @property
     def runs(self) -> dict[str, SweepRun]:
         return {run.name: run for run in self.data.runs}
+
+    @property
+    def data_files(self) -> list[dict[str, str]]:
+        """``{name, sha256}`` of the user data files the runs read (the manifest's list)."""
+        return [dict(r) for r in self.manifest.get("data_files", [])]
 
     @property
     def missing(self) -> list[str]:
@@ -275,6 +281,23 @@ def load_archived_sweep(crate: CrateContents) -> ArchivedSweep:
         "copy, checked against that sha256"
         for r in data.manifest.get("plugins", [])
     ]
+    listed = {r["sha256"]: r["name"] for r in data.manifest.get("data_files", [])}
+    for run in data.runs:
+        for record in run.spec.data_files if run.spec is not None else []:
+            if record["sha256"] not in listed:
+                raise _inconsistent(
+                    crate,
+                    f"run {run.name!r} reads {record['path']!r} (sha256 "
+                    f"{record['sha256'][:12]}...), which manifest.json's data_files do not list",
+                )
+    for sha, name in sorted(listed.items(), key=lambda item: item[1]):
+        if f"data/{name}" in crate.files:
+            notes.append(f"data file {name} is read from the archive's copy, checked by sha256")
+        else:
+            notes.append(
+                f"data file {name} (sha256 {sha[:12]}...) is not in the archive (--no-data): "
+                "reproduce needs --data-dir"
+            )
     archived_version = data.manifest.get("velocity_version")
     if archived_version != __version__:
         notes.append(
@@ -286,7 +309,9 @@ def load_archived_sweep(crate: CrateContents) -> ArchivedSweep:
     comparison: Any = None
     if "comparison.json" in crate.files:
         try:
-            comparison = decode_floats(json.loads(crate.files["comparison.json"].decode("utf-8")))
+            comparison = decode_floats_at(
+                json.loads(crate.files["comparison.json"].decode("utf-8")), COMPARISON_NUMBERS
+            )
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise _fail(crate.path, f"comparison.json: not valid JSON ({exc})") from None
         rows = comparison.get("runs") if isinstance(comparison, dict) else None

@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         if exc.format_message():  # empty when help was shown for a bare command
             print(f"error{where}: {exc.format_message()}", file=sys.stderr)
         code = 2
+    except OSError as exc:
+        # A path the user gave (an output folder, a file) that the system refused: one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        code = 2
     except typer.Abort:
         print("aborted", file=sys.stderr)
         code = 130

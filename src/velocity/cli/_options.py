@@ -14,6 +14,7 @@ __all__ = [
     "BATCH_SIZE",
     "BYZANTINE",
     "CLIENTS_PER_ROUND",
+    "CLIENT_MOMENTUM",
     "CLIENT_SAMPLING",
     "DATASET",
     "DELTA",
@@ -44,6 +45,11 @@ BYZANTINE: Any = typer.Option(
     None, "--byzantine", help="Malicious clients: fraction < 1 or a count."
 )
 EVAL_EVERY: Any = typer.Option(None, "--eval-every", help="Evaluate every N rounds.")
+CLIENT_MOMENTUM: Any = typer.Option(
+    None,
+    "--client-momentum",
+    help="Client SGD momentum buffer: 'reset' every round (default) or 'persistent' across rounds.",
+)
 STORE: Any = typer.Option(
     None, "--store", help="Run store file (default $VELOCITY_STORE or ~/.velocity/runs.db)."
 )

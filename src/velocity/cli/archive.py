@@ -118,6 +118,13 @@ def archive_command(
     allow_incomplete: bool = typer.Option(
         False, "--allow-incomplete", help="Archive an unfinished sweep, recording missing runs."
     ),
+    no_data: bool = typer.Option(
+        False, "--no-data", help="Leave the runs' user data files out (reproduce --data-dir)."
+    ),
+    include_code: bool = typer.Option(
+        False, "--include-code", help="Add the wheel of this velocity (offline install)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing archive file."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> int:
     """Pack a finished sweep into one deterministic RO-Crate zip (Process Run Crate 0.5)."""
@@ -131,6 +138,9 @@ def archive_command(
         affiliation_url=affiliation_url,
         license_id=license_id,
         allow_incomplete=allow_incomplete,
+        include_data=not no_data,
+        include_code=include_code,
+        force=force,
     )
     for warning in result.warnings:
         err_console.print(f"[yellow]note:[/] {warning}", highlight=False)
@@ -180,6 +190,9 @@ def reproduce_command(
     parallel: int | None = typer.Option(
         None, "--parallel", help="Worker processes (default: number of cores)."
     ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Folder with the data files a --no-data archive leaves out."
+    ),
     json_output: bool = typer.Option(
         False, "--json", help="Print reproduction.json's content on stdout."
     ),
@@ -200,13 +213,14 @@ def reproduce_command(
         command=["velocity", *sys.argv[1:]] if sys.argv[1:] else None,
         on_event=_progress,
         on_verified=_warn_environment,
+        data_dir=data_dir,
     )
     if json_output:
         print_json(encode_floats(report.to_json()))
     else:
         out_console.print(_verdict_table(report))
         for note in report.notes:
-            out_console.print(f"note: {note}", highlight=False)
+            out_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
         matched = sum(r.verdict == "ok" for r in report.runs)
         verdict = "reproduced" if report.all_matched else "NOT reproduced"
         out_console.print(
@@ -249,6 +263,8 @@ def _print_inspection(info: ArchiveInspection) -> None:
     out_console.print(table)
     if info.missing_runs:
         out_console.print(f"incomplete: no results for {', '.join(info.missing_runs)}")
+    for note in info.notes:
+        out_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     if info.verified:
         out_console.print(
             "[green]verified[/]: every file matches its recorded sha256 and size; "

@@ -216,6 +216,7 @@ def sweep_command(
     accountant: str | None = _options.ACCOUNTANT,
     delta: float | None = _options.DELTA,
     target_epsilon: float | None = _options.TARGET_EPSILON,
+    client_momentum: str | None = _options.CLIENT_MOMENTUM,
     plugin: list[str] | None = _options.PLUGIN,
     json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
 ) -> int:
@@ -242,6 +243,7 @@ def sweep_command(
         accountant=accountant,
         delta=delta,
         target_epsilon=target_epsilon,
+        client_momentum=client_momentum,
         plugins=plugin_refs(plugin),
     )
     adhoc = strategies is not None or attacks is not None or seeds is not None

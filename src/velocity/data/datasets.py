@@ -9,14 +9,19 @@ from __future__ import annotations
 import csv
 import importlib
 import importlib.util
-from collections.abc import Callable, Mapping
+import io
+import itertools
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from velocity.datafiles import open_user_file, reading
 from velocity.errors import InputError, SpecError
+from velocity.limits import Estimate, check_memory
 from velocity.registry import REQUIRED, Param, Registry
 from velocity.seeds import child_rng
 
@@ -105,14 +110,25 @@ def _sklearn_loader(function_name: str) -> Loader:
     return load
 
 
-for _name, _fn, _summary in (
-    ("digits", "load_digits", "8x8 handwritten digits: 1797 samples, 64 features, 10 classes"),
-    ("breast_cancer", "load_breast_cancer", "Wisconsin breast cancer: 569 x 30, 2 classes"),
-    ("wine", "load_wine", "Wine recognition: 178 samples, 13 features, 3 classes"),
+for _name, _fn, _summary, _shape in (
+    (
+        "digits",
+        "load_digits",
+        "8x8 handwritten digits: 1797 samples, 64 features, 10 classes",
+        (1797, 64, 10),
+    ),
+    (
+        "breast_cancer",
+        "load_breast_cancer",
+        "Wisconsin breast cancer: 569 x 30, 2 classes",
+        (569, 30, 2),
+    ),
+    ("wine", "load_wine", "Wine recognition: 178 samples, 13 features, 3 classes", (178, 13, 3)),
 ):
-    DATASETS.register(_name, params=(_TEST_FRACTION,), summary=_summary, paper="scikit-learn")(
-        _sklearn_loader(_fn)
-    )
+    # ``shape`` (samples, features, classes) lets a run's memory be estimated before loading.
+    DATASETS.register(
+        _name, params=(_TEST_FRACTION,), summary=_summary, paper="scikit-learn", shape=_shape
+    )(_sklearn_loader(_fn))
 
 
 def synthetic_li2020(
@@ -179,6 +195,10 @@ def _load_synthetic(
 def _labels_to_int(y: np.ndarray, source: str) -> np.ndarray:
     if y.ndim != 1:
         raise InputError(f"labels must be one-dimensional, got shape {y.shape}", source=source)
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise InputError("labels contain NaN or infinite values", source=source)
+    if y.dtype.kind == "c":
+        raise InputError("labels must not be complex numbers", source=source)
     _, codes = np.unique(y, return_inverse=True)
     return codes.astype(np.int64)
 
@@ -187,7 +207,7 @@ def _features(X: np.ndarray, source: str) -> np.ndarray:
     raw = np.asarray(X)
     if raw.dtype.kind not in "biuf":
         raise InputError(f"features must be real numbers, got dtype {raw.dtype}", source=source)
-    X = raw.astype(np.float64)
+    X = raw.astype(np.float64, copy=False)  # no second copy of a float64 table
     if X.ndim == 0 or len(X) == 0:
         raise InputError("features hold no samples", source=source)
     if X.ndim == 1:
@@ -197,13 +217,6 @@ def _features(X: np.ndarray, source: str) -> np.ndarray:
     if not np.all(np.isfinite(X)):
         raise InputError("features contain NaN or infinite values", source=source)
     return X
-
-
-def _existing_file(path: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("file not found", source=path)
-    return p
 
 
 @DATASETS.register(
@@ -216,11 +229,13 @@ def _existing_file(path: str) -> Path:
     ),
     summary="A local NumPy .npz file with arrays X and y",
     user_data=True,
+    user_files=("path",),
 )
 def _load_npz(*, path: str, x_key: str, y_key: str, **_: Any) -> RawData:
-    file = _existing_file(path)
+    with open_user_file(path) as handle:
+        content = handle.read()
     try:
-        loaded = np.load(file, allow_pickle=False)
+        loaded = np.load(io.BytesIO(content), allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise InputError("not an .npz archive (a single .npy array?)", source=path)
         with loaded as data:
@@ -231,12 +246,128 @@ def _load_npz(*, path: str, x_key: str, y_key: str, **_: Any) -> RawData:
                     source=path,
                 )
             X, y = data[x_key], data[y_key]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"not a readable .npz file ({exc})", source=path) from None
     X = _features(X, path)
     if np.ndim(y) != 1 or len(X) != len(y):
         raise InputError(f"X has {len(X)} rows but y has shape {np.shape(y)}", source=path)
     return RawData(X=X, y=_labels_to_int(np.asarray(y), path))
+
+
+MAX_CLASSES = 100_000
+"""More distinct labels than this in a user file is refused (a continuous column as label?)."""
+
+_CSV_CHUNK_ROWS = 65_536
+_ROW_IN_MESSAGE = re.compile(r"at row (\d+)")
+
+
+def _csv_problem(exc: Exception, first_line: int) -> str:
+    """numpy's parse error with its chunk-relative row turned into the file's line number."""
+    text = str(exc).split("; use `usecols`")[0]
+    return _ROW_IN_MESSAGE.sub(lambda m: f"on line {first_line + int(m.group(1))}", text)
+
+
+class _LabelCodes:
+    """Label strings -> class codes, chunk by chunk; codes follow the sorted label strings."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.ids: dict[str, int] = {}
+        self.chunks: list[np.ndarray] = []
+
+    def add(self, labels: np.ndarray, first_line: int) -> None:
+        uniq, inverse = np.unique(labels, return_inverse=True)
+        ids = []
+        for value in uniq.tolist():
+            if value not in self.ids:
+                self._check(value, labels, first_line)
+                self.ids[value] = len(self.ids)
+            ids.append(self.ids[value])
+        if len(self.ids) > MAX_CLASSES:
+            raise InputError(
+                f"more than {MAX_CLASSES} distinct labels (is the label column continuous?)",
+                source=self.source,
+            )
+        self.chunks.append(np.asarray(ids, dtype=np.int64)[inverse.reshape(-1)])
+
+    def _check(self, value: str, labels: np.ndarray, first_line: int) -> None:
+        problem = None
+        if not value.strip():
+            problem = "an empty label"
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                number = 0.0
+            if not np.isfinite(number):
+                problem = f"the label {value!r} (NaN or infinite)"
+        if problem is not None:
+            line = first_line + int(np.flatnonzero(labels == value)[0])
+            raise InputError(
+                f"line {line} has {problem}; every row needs a class", source=self.source
+            )
+
+    def codes(self) -> np.ndarray:
+        order = sorted(self.ids)  # the same order np.unique gives the label strings
+        remap = np.empty(len(order), dtype=np.int64)
+        for code, value in enumerate(order):
+            remap[self.ids[value]] = code
+        return remap[np.concatenate(self.chunks)]
+
+
+def _csv_header(text: io.TextIOBase, label: str, path: str) -> tuple[list[str], int]:
+    first = text.readline()
+    if not first.strip():
+        raise InputError("needs a header row and at least one data row", source=path)
+    header = next(csv.reader([first]))
+    if label not in header:
+        raise InputError(f"no label column '{label}'; columns: {', '.join(header)}", source=path)
+    if len(header) < 2:
+        raise InputError(
+            f"no feature columns: the header holds only the label column '{label}'", source=path
+        )
+    return header, header.index(label)
+
+
+def _parse_csv(text: io.TextIOBase, label: str, path: str) -> RawData:
+    header, col = _csv_header(text, label, path)
+    features = [j for j in range(len(header)) if j != col]
+    commas = len(header) - 1
+    options: dict[str, Any] = {"delimiter": ",", "quotechar": '"', "comments": None}
+    labels = _LabelCodes(path)
+    blocks: list[np.ndarray] = []
+    rows, first_line = 0, 2
+    while True:
+        lines = list(itertools.islice(text, _CSV_CHUNK_ROWS))
+        if not lines:
+            break
+        for offset, line in enumerate(lines):
+            if '"' not in line and line.count(",") != commas:
+                raise InputError(
+                    f"line {first_line + offset} has a different number of fields", source=path
+                )
+        try:
+            block = np.loadtxt(lines, usecols=features, dtype=np.float64, ndmin=2, **options)
+            names = np.loadtxt(lines, usecols=[col], dtype=str, ndmin=1, **options)
+        except ValueError as exc:
+            raise InputError(
+                f"feature columns must be numeric ({_csv_problem(exc, first_line)})", source=path
+            ) from None
+        labels.add(names, first_line)
+        blocks.append(block)
+        rows += len(block)
+        first_line += len(lines)
+        # Refused while streaming: the features alone would not fit (plus later copies).
+        check_memory([Estimate("dataset", 3 * rows * len(features) * 8, f"{rows}+ rows of {path}")])
+    if rows == 0:
+        raise InputError("needs a header row and at least one data row", source=path)
+    X = np.empty((rows, len(features)), dtype=np.float64)
+    start = 0
+    while blocks:  # copy block by block, freeing each: never two copies of the features
+        block = blocks.pop(0)
+        X[start : start + len(block)] = block
+        start += len(block)
+    return RawData(X=_features(X, path), y=labels.codes())
 
 
 @DATASETS.register(
@@ -248,31 +379,22 @@ def _load_npz(*, path: str, x_key: str, y_key: str, **_: Any) -> RawData:
     ),
     summary="A local CSV file (header row, numeric features, one label column)",
     user_data=True,
+    user_files=("path",),
 )
 def _load_csv(*, path: str, label: str, **_: Any) -> RawData:
-    file = _existing_file(path)
-    try:
-        with file.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except UnicodeDecodeError:
-        raise InputError("not a UTF-8 text file", source=path) from None
-    except csv.Error as exc:
-        raise InputError(f"malformed CSV ({exc})", source=path) from None
-    if len(rows) < 2:
-        raise InputError("needs a header row and at least one data row", source=path)
-    header, body = rows[0], rows[1:]
-    if label not in header:
-        raise InputError(f"no label column '{label}'; columns: {', '.join(header)}", source=path)
-    col = header.index(label)
-    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
-    if bad:
-        raise InputError(f"line {bad[0]} has a different number of fields", source=path)
-    y = np.array([r[col] for r in body])
-    try:
-        X = np.array([[float(v) for j, v in enumerate(r) if j != col] for r in body])
-    except ValueError as exc:
-        raise InputError(f"feature columns must be numeric ({exc})", source=path) from None
-    return RawData(X=_features(X, path), y=_labels_to_int(y, path))
+    """Streamed in blocks of rows through numpy's C parser (``numpy.loadtxt``)."""
+    with open_user_file(path) as handle:
+        buffered = io.BufferedReader(handle, 1 << 20)
+        text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
+        try:
+            return _parse_csv(text, label, path)
+        except UnicodeDecodeError:
+            raise InputError("not a UTF-8 text file", source=path) from None
+        except csv.Error as exc:
+            raise InputError(f"malformed CSV ({exc})", source=path) from None
+        finally:
+            text.detach()  # the hashing reader stays open: its digest is checked after
+            buffered.detach()
 
 
 @DATASETS.register(
@@ -346,13 +468,23 @@ def stratified_split(
 
 
 def load_dataset(
-    spec: str | Mapping[str, Any], *, seed: int, num_clients: int = 1
+    spec: str | Mapping[str, Any],
+    *,
+    seed: int,
+    num_clients: int = 1,
+    data_files: Sequence[Mapping[str, str]] = (),
 ) -> FederatedDataset:
-    """Load, split (stratified, from the seed tree) and standardize (train statistics) a dataset."""
+    """Load, split (stratified, from the seed tree) and standardize (train statistics) a dataset.
+
+    ``data_files`` are the run's records of the user files the dataset reads
+    (``{"path", "sha256"}``): each file is read from its provided copy or its path and must
+    have the recorded sha256.
+    """
     entry, params = DATASETS.resolve(spec)
     test_fraction = params.pop("test_fraction")
-    raw = entry.obj(**params, num_clients=num_clients, seed=seed)
-    y = raw.y.astype(np.int64)
+    with reading(data_files):
+        raw = entry.obj(**params, num_clients=num_clients, seed=seed)
+    y = raw.y.astype(np.int64, copy=False)
     num_classes = raw.num_classes or int(y.max()) + 1
     if num_classes < 2:
         raise InputError(f"dataset '{entry.name}' has a single class; need at least two")
@@ -363,7 +495,10 @@ def load_dataset(
     mu = raw.X[train].mean(axis=0)
     sd = raw.X[train].std(axis=0)
     sd[sd == 0] = 1.0
-    X = ((raw.X - mu) / sd).astype(np.float32)
+    # In place, the same arithmetic as ((X - mu) / sd): one float64 temporary, not two.
+    X = raw.X - mu
+    X /= sd
+    X = X.astype(np.float32)
     return FederatedDataset(
         name=entry.name,
         X_train=np.ascontiguousarray(X[train]),

@@ -42,9 +42,18 @@ def iid(
         Param(
             "alpha", float, 0.5, "concentration; smaller = more label skew", low=0, low_open=True
         ),
+        Param(
+            "over",
+            str,
+            "classes",
+            "'classes': each class's samples dealt to clients by Dir(alpha) shares (NIID-Bench); "
+            "'clients': each client's class proportions ~ Dir(alpha p), equal client sizes (Hsu)",
+            choices=("classes", "clients"),
+            omit_default=True,
+        ),
     ),
-    summary="Label skew: each class split across clients by Dirichlet(alpha) proportions",
-    paper="Hsu et al., Measuring the Effects of Non-Identical Data Distribution, 2019",
+    summary="Label skew from Dirichlet(alpha) draws: per class over clients, or per client",
+    paper="over=classes: Li et al., NIID-Bench, ICDE 2022; over=clients: Hsu et al., 2019",
     cost="O(n + C K)",
 )
 def dirichlet(
@@ -54,9 +63,17 @@ def dirichlet(
     groups: Any = None,
     *,
     alpha: float,
+    over: str = "classes",
 ) -> list[np.ndarray]:
-    """Per class c, proportions p_c ~ Dir(alpha 1_K) decide how class c's samples are dealt."""
+    """``over="classes"``: per class c, shares p_c ~ Dir(alpha 1_K) decide how class c's
+    samples are dealt to the K clients (Li et al., "Federated Learning on Non-IID Data Silos",
+    ICDE 2022); client sizes vary. ``over="clients"``: per client k, class proportions
+    q_k ~ Dir(alpha p) with p the classes' overall shares, and every client gets the same
+    number of samples (Hsu, Qi & Brown, "Measuring the Effects of Non-Identical Data
+    Distribution for Federated Visual Classification", 2019)."""
     _check_enough(len(labels), num_clients, "dirichlet")
+    if over == "clients":
+        return _dirichlet_over_clients(labels, num_clients, rng, alpha)
     owner = np.empty(len(labels), dtype=np.int64)
     for c in np.unique(labels):  # one draw per class, vectorized over its samples
         members = rng.permutation(np.flatnonzero(labels == c))
@@ -64,6 +81,44 @@ def dirichlet(
         cuts = np.floor(np.cumsum(shares)[:-1] * len(members) + 0.5).astype(np.int64)
         owner[members] = np.repeat(np.arange(num_clients), np.diff(np.r_[0, cuts, len(members)]))
     return _fill_empty(owner, num_clients, rng)
+
+
+def _dirichlet_over_clients(
+    labels: np.ndarray, num_clients: int, rng: np.random.Generator, alpha: float
+) -> list[np.ndarray]:
+    """Hsu et al.'s clients: equal sizes, class proportions q_k ~ Dir(alpha p), drawn client
+    by client from the samples still unassigned. Once a class runs out, a client's draws go
+    to the classes left in proportion to q_k (to what is left, where q_k puts no weight
+    there): every sample is used once."""
+    classes, counts = np.unique(labels, return_counts=True)
+    prior = counts / counts.sum()
+    sizes = np.full(num_clients, len(labels) // num_clients, dtype=np.int64)
+    sizes[: len(labels) % num_clients] += 1
+    pools = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    left = counts.astype(np.int64).copy()
+    taken = np.zeros(len(classes), dtype=np.int64)
+    parts = []
+    for k in range(num_clients):
+        q = rng.dirichlet(alpha * prior)
+        got = np.zeros(len(classes), dtype=np.int64)
+        need = int(sizes[k])
+        while need > 0:
+            weights = np.where(left > 0, q, 0.0)
+            if not weights.sum() > 0:  # all its weight on used-up classes (or underflow)
+                weights = left.astype(np.float64)
+            draw = np.minimum(rng.multinomial(need, weights / weights.sum()), left)
+            got += draw
+            left -= draw
+            need -= int(draw.sum())
+        parts.append(
+            np.sort(
+                np.concatenate(
+                    [pools[c][taken[c] : taken[c] + got[c]] for c in range(len(classes))]
+                )
+            )
+        )
+        taken += got
+    return parts
 
 
 def _fill_empty(owner: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -103,10 +103,17 @@ class MLP:
         return losses.sum(axis=1), grad
 
     def evaluate(self, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy of one parameter vector ``(d,)`` on ``(X, y)``."""
+        """Mean cross-entropy and accuracy of one parameter vector ``(d,)`` on ``(X, y)``.
+
+        Scores that are not all finite (non-finite parameters, or overflow) predict nothing:
+        the accuracy is NaN, not the share of the class argmax happens to pick.
+        """
         logits = self.logits(params, X)
         losses, _ = softmax_cross_entropy(logits, y, np.ones(len(y), dtype=np.float32))
-        return float(losses.astype(np.float64).mean()), float(np.mean(logits.argmax(1) == y))
+        loss = float(losses.astype(np.float64).mean())
+        if not np.all(np.isfinite(logits)):
+            return loss, float("nan")
+        return loss, float(np.mean(logits.argmax(1) == y))
 
     def logits(self, params: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Output scores ``(n, C)`` of one parameter vector on ``X (n, f)``."""

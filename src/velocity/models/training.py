@@ -32,11 +32,14 @@ class LocalConfig:
 
 @dataclass(frozen=True)
 class LocalResult:
-    """Trained parameters ``(n, d)``, mean local training loss ``(n,)`` and sample counts."""
+    """Trained parameters ``(n, d)``, mean local training loss ``(n,)`` and sample counts;
+    ``momentum`` ``(n, d)``: each client's SGD momentum buffer after its last step, when the
+    caller passed ``initial_momentum`` (persistent client momentum), else None."""
 
     params: np.ndarray
     train_loss: np.ndarray
     num_samples: np.ndarray
+    momentum: np.ndarray | None = None
 
 
 def batch_schedule(
@@ -79,24 +82,29 @@ def train_clients(
     rngs: Sequence[np.random.Generator],
     cfg: LocalConfig,
     chunk_size: int = 256,
+    initial_momentum: np.ndarray | None = None,
 ) -> LocalResult:
     """Train every client from ``global_params`` on its samples; returns their final parameters.
 
     ``X``/``y`` are the (possibly poisoned) training arrays the indices point into; ``rngs[i]``
     shuffles client i. Clients are processed in chunks of ``chunk_size`` to bound memory.
+    ``initial_momentum`` ``(n, d)`` starts client i's SGD momentum buffer from row i instead of
+    zero (momentum carried across rounds); the buffers after training come back in
+    ``LocalResult.momentum``. Without it every buffer starts at zero, as in each round before.
     """
     n = len(client_indices)
+    # Batches never hold more than the largest client's samples: cutting that padding is the
+    # same for every chunk, so a client's arithmetic does not depend on how clients are chunked
+    # (and a batch size far above any client's data allocates nothing for it).
+    width = min(cfg.batch_size, max(len(idx) for idx in client_indices))
     schedules = [
-        batch_schedule(idx, cfg.epochs, cfg.batch_size, rng)
+        batch_schedule(idx, cfg.epochs, width, rng)
         for idx, rng in zip(client_indices, rngs, strict=True)
     ]
-    # Batches never hold more than the largest client's samples: trimming that padding is the
-    # same for every chunk, so a client's arithmetic does not depend on how clients are chunked.
-    width = min(cfg.batch_size, max(len(idx) for idx in client_indices))
-    schedules = [s[:, :width] for s in schedules]
     steps = np.array([len(s) for s in schedules])
     order = np.argsort(-steps, kind="stable")  # longest schedules first: active set is a prefix
     params_out = np.empty((n, model.num_params), dtype=np.float32)
+    momentum_out = None if initial_momentum is None else np.empty_like(params_out)
     loss_out = np.empty(n, dtype=np.float64)
     for start in range(0, n, chunk_size):
         chunk = order[start : start + chunk_size]
@@ -108,7 +116,10 @@ def train_clients(
         active_until = steps[chunk]
         params = np.repeat(global_params[None, :], c, axis=0)
         anchor = global_params[None, :]  # the round's global model (never a view of params)
-        velocity = np.zeros_like(params)
+        if initial_momentum is None:
+            velocity = np.zeros_like(params)
+        else:
+            velocity = np.asarray(initial_momentum, dtype=np.float32)[chunk].copy()
         loss_sum = np.zeros(c, dtype=np.float64)
         for s in range(max_steps):
             a = int(np.count_nonzero(active_until > s))
@@ -119,12 +130,15 @@ def train_clients(
             loss_sum[:a] += losses
             _sgd_step(params[:a], velocity[:a], grad, anchor, cfg)
         params_out[chunk] = params
+        if momentum_out is not None:
+            momentum_out[chunk] = velocity
         counts = np.array([cfg.epochs * len(client_indices[k]) for k in chunk], dtype=np.float64)
         loss_out[chunk] = loss_sum / counts
     return LocalResult(
         params=params_out,
         train_loss=loss_out,
         num_samples=np.array([len(i) for i in client_indices], dtype=np.int64),
+        momentum=momentum_out,
     )
 
 
@@ -136,17 +150,21 @@ def train_clients_naive(
     client_indices: Sequence[np.ndarray],
     rngs: Sequence[np.random.Generator],
     cfg: LocalConfig,
+    initial_momentum: np.ndarray | None = None,
 ) -> LocalResult:
     """Reference implementation: a Python loop over clients, one client at a time.
 
     Same schedules and arithmetic as :func:`train_clients`; used by tests and the round benchmark.
     """
-    params_out, losses = [], []
-    for idx, rng in zip(client_indices, rngs, strict=True):
-        schedule = batch_schedule(idx, cfg.epochs, cfg.batch_size, rng)
+    params_out, losses, momenta = [], [], []
+    for i, (idx, rng) in enumerate(zip(client_indices, rngs, strict=True)):
+        schedule = batch_schedule(idx, cfg.epochs, min(cfg.batch_size, len(idx)), rng)
         params = global_params[None, :].copy()
         anchor = global_params[None, :]
-        velocity = np.zeros_like(params)
+        if initial_momentum is None:
+            velocity = np.zeros_like(params)
+        else:
+            velocity = np.asarray(initial_momentum, dtype=np.float32)[i : i + 1].copy()
         total = 0.0
         for batch in schedule:
             valid = batch[batch >= 0]
@@ -155,9 +173,11 @@ def train_clients_naive(
             total += float(loss[0])
             _sgd_step(params, velocity, grad, anchor, cfg)
         params_out.append(params[0])
+        momenta.append(velocity[0])
         losses.append(total / (cfg.epochs * len(idx)))
     return LocalResult(
         params=np.stack(params_out),
         train_loss=np.array(losses),
         num_samples=np.array([len(i) for i in client_indices], dtype=np.int64),
+        momentum=None if initial_momentum is None else np.stack(momenta),
     )

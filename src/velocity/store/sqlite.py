@@ -73,8 +73,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(encode_floats(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _loads(text: str | None) -> Any:
-    return decode_floats(json.loads(text)) if text else {}
+_TABLES = ("runs", "run_rounds", "schema_version")
+
+
+def _loads(text: str | None, *, numbers: bool = True) -> Any:
+    """A JSON column; non-finite markers are decoded only in metric columns (``numbers``),
+    never in the spec, where "NaN" may be a name."""
+    if not text:
+        return {}
+    value = json.loads(text)
+    return decode_floats(value) if numbers else value
 
 
 class SQLiteRunStore(RunStore):
@@ -101,6 +109,9 @@ class SQLiteRunStore(RunStore):
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise StoreError(f"{self._path}: not a usable run store ({exc})") from None
+        except StoreError:
+            self._conn.close()
+            raise
 
     @property
     def location(self) -> str:
@@ -125,9 +136,17 @@ class SQLiteRunStore(RunStore):
             return
 
     @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A database error inside is a damaged store: one line naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self._path}: damaged run store ({exc})") from None
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: writers queue on the busy timeout instead of failing."""
-        with self._lock:
+        with self._lock, self._guard():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -140,7 +159,12 @@ class SQLiteRunStore(RunStore):
         with self._write() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT version FROM schema_version").fetchone()
-            version = int(row[0]) if row else 0
+            version = row[0] if row else 0
+            if isinstance(version, bool) or not isinstance(version, int):
+                raise StoreError(
+                    f"{self._path}: damaged run store: schema_version holds {version!r}, not "
+                    "an integer version"
+                )
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self._path}: run store schema version {version} is newer than this "
@@ -153,6 +177,15 @@ class SQLiteRunStore(RunStore):
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             elif version != SCHEMA_VERSION:
                 conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            found = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            missing = [t for t in _TABLES if t not in found]
+            if missing:
+                raise StoreError(
+                    f"{self._path}: damaged run store: table '{missing[0]}' is missing "
+                    "(renamed or dropped?)"
+                )
 
     def schema_version(self) -> int:
         with self._lock:
@@ -237,6 +270,15 @@ class SQLiteRunStore(RunStore):
             )
 
     def _record(self, row: Sequence[Any], rounds_text: str | None, with_rounds: bool) -> RunRecord:
+        try:
+            return self._decode(row, rounds_text, with_rounds)
+        except (ValueError, TypeError, IndexError, RecursionError) as exc:
+            raise StoreError(
+                f"{self._path}: damaged run store: the record of run {row[0]!r} cannot be read "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _decode(self, row: Sequence[Any], rounds_text: str | None, with_rounds: bool) -> RunRecord:
         return RunRecord(
             run_id=row[0],
             name=row[1],
@@ -244,7 +286,7 @@ class SQLiteRunStore(RunStore):
             fingerprint=row[3],
             fingerprint_without_seed=row[4],
             seed=int(row[5]),
-            spec=_loads(row[6]),
+            spec=_loads(row[6], numbers=False),
             status=row[7],
             error=row[8],
             started_at=row[9],
@@ -258,7 +300,7 @@ class SQLiteRunStore(RunStore):
         )
 
     def get_run(self, run_id: str, *, with_rounds: bool = True) -> RunRecord:
-        with self._lock:
+        with self._lock, self._guard():
             row = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
@@ -286,7 +328,7 @@ class SQLiteRunStore(RunStore):
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         columns = ", ".join(f"runs.{c.strip()}" for c in _COLUMNS.split(","))
         rounds_column = ", run_rounds.rounds" if with_rounds else ", NULL"
-        with self._lock:
+        with self._lock, self._guard():
             rows = self._conn.execute(
                 f"SELECT {columns}{rounds_column} FROM runs "
                 f"LEFT JOIN run_rounds ON run_rounds.run_id = runs.run_id {clause} "

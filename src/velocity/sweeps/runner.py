@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from velocity.artifacts import write_bytes_atomic
+from velocity.artifacts import atomic_file, write_bytes_atomic
+from velocity.datafiles import check_available, file_sha256, open_copy
+from velocity.datafiles import copy_name as data_copy_name
 from velocity.errors import InputError
+from velocity.limits import check_run_count
 from velocity.plugins import copy_name, source_of
 from velocity.records import check_target_accuracy, utc_now, utc_stamp
+from velocity.sizing import check_run_size
 from velocity.spec import RunSpec
 from velocity.sweepdir import (
     SWEEP_SCHEMA,
@@ -98,14 +103,23 @@ def validate_sweep_request(
         raise InputError("a sweep needs at least one run")
     if parallel is not None and (isinstance(parallel, bool) or parallel < 1):
         raise InputError(f"--parallel must be an integer >= 1, got {parallel!r}")
-    seen: set[str] = set()
+    check_run_count(len(specs), "runs", "the runs given")
+    names: set[str] = set()
+    seen: dict[str, str] = {}  # casefolded name -> name
     by_fingerprint: dict[str, str] = {}
     for spec in specs:
         if not isinstance(spec, RunSpec):
             raise InputError(f"sweep runs must be RunSpecs, got {type(spec).__name__}")
-        if spec.name in seen:
+        if spec.name in names:
             raise InputError(f"duplicate run name '{spec.name}' in the sweep")
-        seen.add(spec.name)
+        names.add(spec.name)
+        twin = seen.setdefault(spec.name.casefold(), spec.name)
+        if twin != spec.name:
+            raise InputError(
+                f"run names '{twin}' and '{spec.name}' differ only in case; their folders "
+                "would be one on case-insensitive file systems: give distinct names"
+            )
+        check_run_size(spec)  # resource-bounded before anything is written
         plan_privacy(spec)  # dp-accounting missing or a budget spent before round 1: exit 2
         # Two names for one configuration would count one result twice (e.g. as two seeds).
         twin = by_fingerprint.setdefault(spec.fingerprint, spec.name)
@@ -128,6 +142,13 @@ def validate_sweep_request(
             "output folder exists and is not empty; choose another --out or use --resume",
             source=str(out_dir),
         )
+    sweep_data_files(specs)  # copy names clash?
+    for spec in specs:
+        for record in spec.data_files:
+            copy = out_dir / "data" / data_copy_name(record)
+            if resume and copy.is_file() and file_sha256(copy) == record["sha256"]:
+                continue  # the sweep's own copy (read_sweep checked it)
+            check_available(record)
     return list(specs)
 
 
@@ -140,7 +161,8 @@ def _user_entries(out_dir: Path) -> Iterator[Path]:
     return (
         p
         for p in out_dir.iterdir()
-        if not _MANIFEST_TEMP.fullmatch(p.name) and not (p.name == "plugins" and p.is_dir())
+        if not _MANIFEST_TEMP.fullmatch(p.name)
+        and not (p.name in ("plugins", "data") and p.is_dir())
     )
 
 
@@ -164,6 +186,43 @@ def _write_plugins(out_dir: Path, records: Sequence[Mapping[str, str]]) -> None:
     """Copy every plug-in's source into ``plugins/`` (the sweep travels with them)."""
     for record in records:
         write_bytes_atomic(out_dir / "plugins" / copy_name(record), source_of(record))
+
+
+def sweep_data_files(specs: Sequence[RunSpec]) -> list[dict[str, str]]:
+    """The manifest's ``data_files``: ``{name, sha256}`` of every user data file the runs
+    read, sorted by name; two different files under one copy name are an InputError."""
+    records: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        for record in spec.data_files:
+            name = data_copy_name(record)
+            known = records.setdefault(name, {"name": name, "sha256": record["sha256"]})
+            if known["sha256"] != record["sha256"]:
+                raise InputError(
+                    f"two different data files are named {name!r} in this sweep (run "
+                    f"{spec.name!r} reads {record['path']!r}); the sweep folder keeps one copy "
+                    "per file name: give the files different names"
+                )
+    return [records[name] for name in sorted(records)]
+
+
+def _write_data_files(out_dir: Path, specs: Sequence[RunSpec]) -> dict[str, str]:
+    """Copy every data file the runs read into ``data/`` (checked against its sha256 while
+    copying; from a provided copy, else its path) unless the copy is there already; returns
+    sha256 -> the copy's absolute path, the only place the runs' workers read it from."""
+    copies: dict[str, str] = {}
+    for spec in specs:
+        for record in spec.data_files:
+            sha = record["sha256"]
+            if sha in copies:
+                continue
+            target = out_dir / "data" / data_copy_name(record)
+            if not (target.is_file() and file_sha256(target) == sha):
+                with open_copy(record) as reader:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_file(target) as handle:
+                        shutil.copyfileobj(reader, handle, 1 << 20)
+            copies[sha] = str(target.resolve())
+    return copies
 
 
 def _clean_temp_files(out_dir: Path, names: Sequence[str]) -> None:
@@ -216,6 +275,7 @@ def _new_manifest(specs: Sequence[RunSpec], command: list[str], workers: int) ->
         "runs": [s.name for s in specs],
         "configs": {s.name: config_payload(s) for s in specs},
         "plugins": sweep_plugins(specs),
+        "data_files": sweep_data_files(specs),
         "parallel": workers,
         "resumes": [],
         **collect_environment(),
@@ -265,6 +325,7 @@ def run_sweep(
         out_dir.mkdir(parents=True, exist_ok=True)
         _clean_temp_files(out_dir, [])
         _write_plugins(out_dir, manifest["plugins"])
+    data_copies = _write_data_files(out_dir, specs)
     write_manifest(out_dir, manifest)
     for spec in specs:
         if not (out_dir / spec.name / "config.json").exists():
@@ -302,7 +363,9 @@ def run_sweep(
     owned = executor is None
     try:
         if pool is not None and todo:
-            failed += _run_tasks(pool, todo, out_dir, store, source, results, warnings, emit, total)
+            failed += _run_tasks(
+                pool, todo, out_dir, store, source, results, warnings, emit, total, data_copies
+            )
         data = read_sweep(out_dir)
         all_finished = all(run.complete for run in data.runs)
         # With several warm workers the plots render in parallel too: the report is the sweep's
@@ -335,6 +398,7 @@ def _run_tasks(
     warnings: list[str],
     emit: EventCallback,
     total: int,
+    data_copies: Mapping[str, str],
 ) -> int:
     """Run ``todo`` on ``executor``, writing each run's artifacts as it finishes; returns how
     many runs failed."""
@@ -342,7 +406,8 @@ def _run_tasks(
     by_name = {spec.name: spec for spec in todo}
     for spec in todo:
         files = {copy_name(r): source_of(r) for r in spec.plugins}
-        executor.submit(RunTask(spec.name, spec.canonical(), files))
+        data = {r["sha256"]: data_copies[r["sha256"]] for r in spec.data_files}
+        executor.submit(RunTask(spec.name, spec.canonical(), files, data))
     while executor.pending:
         done = executor.wait(timeout=0.5)
         for task in done:

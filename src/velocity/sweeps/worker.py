@@ -23,25 +23,35 @@ def init_worker() -> None:
 
 
 def execute_run(
-    spec_data: Mapping[str, Any], files: Mapping[str, bytes] | None = None
+    spec_data: Mapping[str, Any],
+    files: Mapping[str, bytes] | None = None,
+    data: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one spec to the end: ``{"summary": summary.json content, "rounds": [...]}``.
 
     ``files`` are the plug-in sources the spec needs (loaded only if their sha256 is the one
-    the spec records). A run that cannot start on its data, or fails, is a recorded ``failed``
-    result.
+    the spec records); ``data`` maps the sha256 of each data file the spec reads to the sweep
+    folder's copy, the only place it is read from (checked against that sha256). A run that
+    cannot start on its data, or fails, is a recorded ``failed`` result.
     """
+    from pathlib import Path
+
+    from velocity.datafiles import isolated, provide, recorded_specs
     from velocity.plugins import provide_sources
     from velocity.simulation import RunResult, run_simulation
     from velocity.spec import RunSpec
 
     provide_sources(files or {}, origin="task")
-    spec = RunSpec.model_validate(dict(spec_data))
-    started_at, t_start = utc_now(), time.perf_counter()
-    try:
-        result = run_simulation(spec)
-    except Exception as exc:  # bad data for this spec (InputError) or a crash before round 1
-        result = RunResult.failed(
-            spec, f"{type(exc).__name__}: {exc}", started_at, time.perf_counter() - t_start
-        )
+    with isolated():  # the task's data copies, and nothing else, are what the run may read
+        for sha256, copy in (data or {}).items():
+            provide(sha256, Path(copy))
+        with recorded_specs():
+            spec = RunSpec.model_validate(dict(spec_data))
+        started_at, t_start = utc_now(), time.perf_counter()
+        try:
+            result = run_simulation(spec)
+        except Exception as exc:  # bad data for this spec (InputError) or a crash before round 1
+            result = RunResult.failed(
+                spec, f"{type(exc).__name__}: {exc}", started_at, time.perf_counter() - t_start
+            )
     return {"summary": result.summary(), "rounds": result.rounds}

@@ -18,13 +18,16 @@ __all__ = ["Executor", "RunTask", "TaskResult"]
 
 @dataclass(frozen=True)
 class RunTask:
-    """One run to execute: its name, canonical spec (plain JSON data, never a live object) and
+    """One run to execute: its name, canonical spec (plain JSON data, never a live object),
     the source files it needs besides velocity (plug-ins: copy name -> bytes, each checked
-    against the sha256 the spec records before it is loaded)."""
+    against the sha256 the spec records before it is loaded) and its data files (sha256 ->
+    path of the sweep folder's copy, the only place the worker reads them from; an executor
+    for other machines ships those files with the task)."""
 
     name: str
     spec: Mapping[str, Any]
     files: Mapping[str, bytes] = field(default_factory=dict)
+    data: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

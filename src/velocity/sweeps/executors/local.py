@@ -97,7 +97,9 @@ class LocalExecutor(Executor):
 
     def submit(self, task: RunTask) -> None:
         with blas_env_for_children():
-            future = self._pool.submit(execute_run, dict(task.spec), dict(task.files))
+            future = self._pool.submit(
+                execute_run, dict(task.spec), dict(task.files), dict(task.data)
+            )
         self._futures[future] = task.name
 
     def wait(self, timeout: float) -> list[TaskResult]:
