@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from velocity.cli import _options
-from velocity.cli._app import app, err_console, out_console, print_json
+from velocity.cli._app import app, err_console, out_console, print_json, stop_cleanly
 from velocity.cli.run import collect_overrides, plugin_refs
 from velocity.errors import InputError
 
@@ -48,6 +48,14 @@ class _ProgressView:
 
     def __call__(self, event: SweepEvent) -> None:
         kind = event["event"]
+        if kind == "damaged":  # before the progress starts: --resume found a damaged run
+            err_console.print(
+                f"[yellow]warning:[/] run {event['name']} is damaged ({event['problem']}); its "
+                f"files are kept in {event['moved_to']} and it runs again",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
         if self.live:
             self._live(event)
         elif kind == "run":
@@ -127,6 +135,7 @@ def _result_json(result: SweepResult) -> dict[str, Any]:
         "complete": result.complete,
         "exit_code": result.exit_code,
         "warnings": result.warnings,
+        "damaged": result.damaged,
         "runs": {
             name: {
                 "status": o.status,
@@ -170,6 +179,12 @@ def sweep_command(
     ),
     parallel: int | None = typer.Option(
         None, "--parallel", help="Worker processes (default: number of cores)."
+    ),
+    run_timeout: float | None = typer.Option(
+        None,
+        "--run-timeout",
+        metavar="SECONDS",
+        help="Stop a run that takes longer and record it as failed (default: no limit).",
     ),
     store: Path | None = _options.STORE,
     strategies: str | None = typer.Option(
@@ -241,7 +256,7 @@ def sweep_command(
     validate_sweep_request(specs, out_dir, parallel, resume is not None)
     check_target_accuracy(target)
     view = _ProgressView(live=err_console.is_terminal and not json_output)
-    with open_store(store) as run_store:
+    with open_store(store) as run_store, stop_cleanly():
         try:
             result = run_sweep(
                 specs,
@@ -252,6 +267,7 @@ def sweep_command(
                 store=run_store,
                 on_event=view,
                 target_accuracy=target,
+                run_timeout=run_timeout,
             )
         finally:
             view.close()
