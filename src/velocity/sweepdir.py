@@ -50,6 +50,7 @@ __all__ = [
     "LOCK_NAME",
     "RESULT_STATUSES",
     "RUN_FILES",
+    "SET_ASIDE",
     "SWEEP_SCHEMA",
     "DiskFolder",
     "FileSource",
@@ -86,6 +87,8 @@ LOCK_NAME = ".sweep.lock"
 """The lock file a running sweep holds in its folder (see :class:`SweepLock`)."""
 DAMAGED_SUFFIX = ".damaged-"
 """``<run>.damaged-<n>/``: where ``--resume`` keeps a damaged run's files before re-running it."""
+SET_ASIDE = re.compile(r".+\.damaged-[0-9]+")
+"""The name of an entry ``--resume`` set aside: kept for the user, no part of the sweep."""
 
 
 # ----------------------------------------------------------------------------- where files live
@@ -771,8 +774,9 @@ class SweepLock:
             except FileNotFoundError:
                 same = False
             if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                with contextlib.suppress(OSError):  # the pid is for messages; a full disk
+                    os.ftruncate(fd, 0)  # fails the sweep's first real write instead
+                    os.write(fd, f"{os.getpid()}\n".encode())
                 self._fd = fd
                 return
             os.close(fd)

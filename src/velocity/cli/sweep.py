@@ -272,7 +272,7 @@ def sweep_command(
         finally:
             view.close()
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if json_output:
         print_json(_result_json(result))
     else:

@@ -11,10 +11,10 @@ finishes the folder. A dead worker costs only its own run, which is tried once m
 from __future__ import annotations
 
 import copy
-import errno
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import uuid
@@ -301,10 +301,9 @@ def _report_paths() -> tuple[list[str], list[str]]:
 
 
 def _describe_os_error(exc: OSError) -> tuple[str, str | None]:
-    path = exc.filename if exc.filename is not None else None
+    """``<path>: No space left on device``, and the path (None when the error names none)."""
+    path = None if exc.filename is None else str(exc.filename)
     reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        reason = f"{reason} (the disk is full)" if "full" not in reason.lower() else reason
     return (f"{path}: {reason}" if path else f"{type(exc).__name__}: {reason}"), path
 
 
@@ -388,6 +387,7 @@ class _Sweep:
     wrote_results: bool = False
     manifest: dict[str, Any] = field(default_factory=dict)
     pool: Executor | None = None
+    started: bool = False  # a new sweep's manifest is written: from now on it is resumable
 
     @property
     def source(self) -> str:
@@ -415,10 +415,13 @@ class _Sweep:
         except (KeyboardInterrupt, Interrupted) as exc:
             self._stop_pool(owned, cancel=True)
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-            done = len(self.results)
-            raise SweepInterrupted(signum, self.out_dir, done, len(self.specs)) from None
+            done, hint = len(self.results), ""
+            if self._undo_unstarted():
+                hint = "nothing was written; start the sweep again"
+            raise SweepInterrupted(signum, self.out_dir, done, len(self.specs), hint) from None
         except OSError as exc:
             self._stop_pool(owned, cancel=True)
+            self._undo_unstarted()
             message, path = _describe_os_error(exc)
             if self.wrote_results or self.resume:
                 hint = f"velocity sweep --resume {shlex.quote(str(self.out_dir))}"
@@ -471,6 +474,7 @@ class _Sweep:
             _clean_temp_files(self.out_dir, [])
             _write_plugins(self.out_dir, self.manifest["plugins"])
             write_manifest(self.out_dir, self.manifest)
+            self.started = True
         else:
             self.manifest["complete"] = False
             self.manifest["finished_at"] = None
@@ -581,6 +585,16 @@ class _Sweep:
         self.manifest["complete"] = complete
         write_manifest(self.out_dir, self.manifest)
         return complete
+
+    def _undo_unstarted(self) -> bool:
+        """A new sweep stopped before its manifest was written: remove the plug-in copies
+        written just before it (the lock removes the folder if it made it). True if so."""
+        if self.resume or self.started:
+            return False
+        plugins = self.out_dir / "plugins"
+        if plugins.is_dir() and not plugins.is_symlink():
+            shutil.rmtree(plugins, ignore_errors=True)
+        return True
 
     def _stop_pool(self, owned: bool, *, cancel: bool) -> None:
         if self.pool is not None and owned:

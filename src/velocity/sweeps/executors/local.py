@@ -59,23 +59,30 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _worker_main(conn: Connection, parent_pid: int) -> None:
-    """A worker's life: receive ``(function, args)``, reply ``("ok", value)`` or
-    ``("error", "Type: message")``, until told to stop (None) or the driver is gone."""
+    """A worker's life: receive ``(function, args)``, say ``("started", None)``, reply
+    ``("ok", value)`` or ``("error", "Type: message")``, until told to stop (None) or the driver
+    is gone."""
     _die_with_parent(parent_pid)
     # Ctrl-C goes to the whole process group; the driver decides what stops. The driver started
-    # us with SIGINT blocked, so one pressed during start-up is discarded here, not raised.
+    # us with the stop signals blocked: a Ctrl-C pressed during start-up is discarded here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if hasattr(signal, "pthread_sigmask"):  # SIGTERM and SIGHUP end a worker, as by default
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     os.environ.update(BLAS_THREAD_ENV)
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return
+        except Exception:  # half a message: the driver was stopped while sending it
+            sys.exit(3)
         if message is None:
             return
         function, args = message
+        try:  # the run's clock (its timeout) starts now, not while this worker was starting up
+            conn.send(("started", None))
+        except (EOFError, OSError):
+            return
         try:
             reply: tuple[str, Any] = ("ok", function(*args))
         except Exception as exc:  # the driver decides what an error means
@@ -249,7 +256,7 @@ class LocalExecutor(Executor):
             name="velocity-worker",
             daemon=True,  # multiprocessing also ends daemons when the driver exits normally
         )
-        with blas_env_for_children(), _sigint_blocked():
+        with blas_env_for_children(), _stop_signals_blocked():
             process.start()
         child_end.close()
         return _Worker(process, parent_end)
@@ -272,7 +279,7 @@ class LocalExecutor(Executor):
                 continue
             job.attempts += 1
             worker.job = job
-            worker.deadline = None if job.timeout is None else time.monotonic() + job.timeout
+            worker.deadline = None  # set when the worker says it started
             self._busy.append(worker)
 
     def _poll(self, timeout: float) -> None:
@@ -297,6 +304,10 @@ class LocalExecutor(Executor):
             return
         except Exception as exc:  # a reply that cannot be unpickled here
             status, value = "error", f"cannot read the result ({type(exc).__name__}: {exc})"
+        if status == "started":
+            timeout = worker.job.timeout
+            worker.deadline = None if timeout is None else time.monotonic() + timeout
+            return
         job, worker.job, worker.deadline = worker.job, None, None
         self._busy.remove(worker)
         self._idle.append(worker)
@@ -388,16 +399,43 @@ def _exit_reason(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+_STOP_SIGNALS = {
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+}
+
+
 @contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Start a child with SIGINT blocked: the mask survives exec, so a Ctrl-C during its start-up
-    (before it ignores SIGINT) cannot print a KeyboardInterrupt traceback; one that reaches the
-    driver meanwhile is delivered when the mask is lifted, not lost."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _stop_signals_blocked() -> Iterator[None]:
+    """Start a child with the stop signals held back, so that starting it is one step.
+
+    Interrupted half-way, the driver would leave the child reading half its start-up data (and
+    printing a traceback). Blocking the signals in this thread is not enough: the kernel may
+    hand one to another thread (BLAS starts several), and Python then runs the handler here
+    anyway, so the handlers are deferred too, and called once the child is started. The mask
+    survives exec, so a Ctrl-C during the child's own start-up (before it ignores SIGINT)
+    cannot print a KeyboardInterrupt traceback either. Nothing is lost, only delayed.
+    """
+    deferred: list[int] = []
+    handlers: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in _STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler in (signal.SIG_IGN, None):
+                continue
+            handlers[signum] = handler
+            signal.signal(signum, lambda number, frame: deferred.append(number))
+    masked = hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS) if masked else set()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if masked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(deferred):
+            handler = handlers[signum]
+            if callable(handler):
+                handler(signum, None)  # e.g. raises KeyboardInterrupt, here and now
+            else:
+                signal.raise_signal(signum)  # SIG_DFL: what the signal would have done
