@@ -72,12 +72,12 @@ def paced_mean(updates, weights, *, delay, die_at, state=None):
 '''
 EXPERIMENT = """[shared]
 model = "logreg"
-rounds = 5
+rounds = 4
 num_clients = 4
 plugins = ["paced.py"]
-strategy = "paced_mean:delay=0.15"
+strategy = "paced_mean:delay=0.1"
 """ + "".join(f'\n[[runs]]\nname = "{name}"\nseed = {seed}\n' for seed, name in enumerate(RUNS))
-DIES = '\n[[runs]]\nname = "dies"\nstrategy = "paced_mean:delay=0.15,die_at=2"\n'
+DIES = '\n[[runs]]\nname = "dies"\nstrategy = "paced_mean:delay=0.1,die_at=2"\n'
 HANGS = '\n[[runs]]\nname = "dies"\nstrategy = "paced_mean:delay=60"\n'
 
 
