@@ -681,11 +681,20 @@ def write_run_results(
 # ----------------------------------------------------------------------------- the folder lock
 
 
+def _fcntl() -> Any:
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        raise InputError(
+            "sweeps lock their folder with fcntl.flock, which this system lacks (POSIX only)"
+        ) from None
+    return fcntl
+
+
 def lock_holder(folder: Path) -> str | None:
     """The pid (as text, or "unknown") of the process holding ``folder``'s sweep lock, or None
     when no one does. Only looks: creates nothing, and releases at once what it could take."""
-    import fcntl
-
+    fcntl = _fcntl()
     try:
         fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -703,7 +712,7 @@ def lock_holder(folder: Path) -> str | None:
 def _flock_soon(fd: int, kind: int) -> bool:
     """Take ``flock`` ``kind`` on ``fd``, trying for a fifth of a second: another process's
     :func:`lock_holder` holds it for an instant, a running sweep for its whole life."""
-    import fcntl
+    fcntl = _fcntl()
 
     for attempt in range(20):
         try:
@@ -745,7 +754,7 @@ class SweepLock:
         return self
 
     def _lock(self) -> None:
-        import fcntl
+        fcntl = _fcntl()
 
         for _ in range(100):
             try:
