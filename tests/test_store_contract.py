@@ -7,6 +7,7 @@ import multiprocessing
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,39 @@ def test_finished_records_are_immutable(store: RunStore) -> None:
     _finish(store, run_id)
     with pytest.raises(RecordFinishedError):
         _finish(store, run_id, "failed")
-    with pytest.raises(RecordFinishedError):
-        store.start_run(_start())  # the same (source, name) again
-    assert store.get_run(run_id).status == "complete"
+    store.heartbeat(run_id, "2030-01-01T00:00:00.000Z")  # changes nothing on a finished record
+    record = store.get_run(run_id)
+    assert record.status == "complete" and record.heartbeat_at != "2030-01-01T00:00:00.000Z"
+
+
+def test_a_finished_run_started_again_is_a_new_record(store: RunStore) -> None:
+    # A damaged run re-run by --resume: the old record stays as it was, the re-run is new.
+    first = store.start_run(_start())
+    _finish(store, first, "failed")
+    again = store.start_run(_start())
+    assert again != first
+    _finish(store, again, "complete")
+    assert store.get_run(first).status == "failed"
+    assert [r.status for r in store.list_runs(source="/sweeps/one")] == ["failed", "complete"]
+
+
+def test_records_of_another_sweep_in_the_same_folder_are_apart(store: RunStore) -> None:
+    # The folder was rm -rf'd and a new sweep (a new sweep_id) started in it.
+    old = store.start_run(replace(_start(), sweep_id="old"))
+    new = store.start_run(replace(_start(), sweep_id="new"))
+    assert old != new  # the old one is still running, yet the new sweep's run is its own record
+    records = {r.run_id: r.sweep_id for r in store.list_runs(source="/sweeps/one")}
+    assert records == {old: "old", new: "new"}
+
+
+def test_the_recording_process_and_its_heartbeat_are_kept(store: RunStore) -> None:
+    start = replace(_start(), host="node-1", pid=4242, process_start="boot:77")
+    run_id = store.start_run(start)
+    record = store.get_run(run_id)
+    assert (record.host, record.pid, record.process_start) == ("node-1", 4242, "boot:77")
+    assert record.heartbeat_at == start.started_at
+    store.heartbeat(run_id, "2025-01-01T00:05:00.000Z")
+    assert store.get_run(run_id).heartbeat_at == "2025-01-01T00:05:00.000Z"
 
 
 def test_restarting_a_running_record_keeps_its_id(store: RunStore) -> None:

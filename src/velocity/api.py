@@ -104,9 +104,11 @@ def sweep(
     target: float = 0.9,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    run_timeout: float | None = None,
 ) -> SweepResult:
     """Run every run of ``experiment`` (a TOML file or RunSpecs) in parallel into ``out``
     (default ``out/<UTC timestamp>-sweep``); ``resume=True`` finishes the sweep in ``out``.
+    ``run_timeout``: seconds after which a run is stopped and recorded as failed.
 
     In a script, call it under ``if __name__ == "__main__":``: worker processes start by
     importing the script, and a call at its top level is refused before anything runs.
@@ -135,6 +137,7 @@ def sweep(
             store=run_store,
             on_event=on_event,
             target_accuracy=target,
+            run_timeout=run_timeout,
         )
     finally:
         if owned and run_store is not None:

@@ -100,7 +100,10 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     error the temp file is removed and ``path`` is untouched. The folder must already exist.
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _naming(exc, target) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -108,9 +111,20 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(exc, target) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _naming(error: OSError, target: Path) -> OSError:
+    """The same error, naming the file being written (a full disk fails a write() or fsync(),
+    which name no file, or the temp file, which the user never asked for)."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), str(target))
 
 
 def write_bytes_atomic(path: str | Path, payload: bytes) -> None:

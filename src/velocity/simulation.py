@@ -6,10 +6,11 @@ comes from the spec's seed tree and BLAS runs on one thread. It knows nothing of
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "run_simulation",
     "sample_clients",
     "validate_run",
+    "validate_runs",
 ]
 
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -171,18 +173,20 @@ class RunSetup:
     privacy: PrivacyPlan | None = None
 
 
-def validate_run(spec: RunSpec) -> RunSetup:
+def validate_run(spec: RunSpec, *, data: FederatedDataset | None = None) -> RunSetup:
     """Check ``spec`` against its data and prepare it: load and split the data, partition it,
     build the model, draw initial parameters, bind the attacks and poison the malicious clients'
     data. Everything a run can be refused for is found here, before round 1.
 
     Raises InputError when the spec cannot run on its data (a missing file, more clients than
-    samples, an attack's class or trigger outside this dataset).
+    samples, an attack's class or trigger outside this dataset). ``data``: the spec's dataset
+    when the caller already loaded it (``_dataset_key`` equal), not loaded again.
     """
     check_run_size(spec)  # before any allocation: from the spec alone
-    data = load_dataset(
-        spec.dataset, seed=spec.seed, num_clients=spec.num_clients, data_files=spec.data_files
-    )
+    if data is None:
+        data = load_dataset(
+            spec.dataset, seed=spec.seed, num_clients=spec.num_clients, data_files=spec.data_files
+        )
     shape = DataShape(len(data.y_train) + len(data.y_test), data.num_features, data.num_classes)
     check_run_size(spec, shape)  # with the loaded data's shape, before the model is built
     clients = partition(
@@ -200,6 +204,36 @@ def validate_run(spec: RunSpec) -> RunSetup:
         X, y = threat.poison_data(X, y)
     privacy = plan_privacy(spec)
     return RunSetup(spec, data, clients, model, params, threat, X, y, privacy)
+
+
+def _dataset_key(spec: RunSpec) -> tuple[str, str, int, int]:
+    """What a run's loaded dataset depends on: two runs with one key load the same arrays."""
+    files = json.dumps(spec.data_files, sort_keys=True)
+    return json.dumps(spec.dataset, sort_keys=True), files, spec.seed, spec.num_clients
+
+
+def validate_runs(specs: Sequence[RunSpec]) -> None:
+    """:func:`validate_run` every spec before any of them runs: InputError naming the first
+    run that cannot run on its data.
+
+    Runs that share a dataset, seed and client count share one load (most of the cost), one
+    such group at a time, so even a sweep of hundreds of runs starts within a second. An error
+    other than bad input (a crash) is left for the run itself to record as its failure.
+    """
+    groups: dict[tuple[str, str, int, int], list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(_dataset_key(spec), []).append(spec)
+    for group in groups.values():
+        data: FederatedDataset | None = None
+        for spec in group:
+            try:
+                if data is None:
+                    data = load_dataset(spec.dataset, seed=spec.seed, num_clients=spec.num_clients)
+                validate_run(spec, data=data)
+            except InputError as exc:
+                raise InputError(f"run {spec.name!r}: {exc}") from None
+            except Exception:  # not bad input: the run records it as its failure when it runs
+                continue
 
 
 def sample_clients(spec: RunSpec, round_index: int) -> np.ndarray:

@@ -9,14 +9,20 @@ each other carries a ``problem`` and its results are never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -43,13 +49,18 @@ from velocity.spec import RunSpec
 
 __all__ = [
     "CONFIG_SCHEMA",
+    "DAMAGED_SUFFIX",
+    "LOCK_NAME",
     "RESULT_STATUSES",
+    "RUN_FILES",
+    "SET_ASIDE",
     "SUMMARY_NUMBERS",
     "SWEEP_SCHEMA",
     "DiskFolder",
     "FileSource",
     "MemoryFolder",
     "SweepData",
+    "SweepLock",
     "SweepRun",
     "as_in_csv",
     "check_data_files",
@@ -57,10 +68,13 @@ __all__ = [
     "final_problem",
     "fingerprint_of",
     "first_disagreement",
+    "lock_holder",
     "provide_plugins",
     "read_manifest",
     "read_run",
     "read_sweep",
+    "set_aside",
+    "set_aside_misplaced",
     "sweep_specs",
     "values_match",
     "write_config",
@@ -72,6 +86,14 @@ SWEEP_SCHEMA = "velocity.sweep/1"
 CONFIG_SCHEMA = "velocity.run-config/1"
 RESULT_STATUSES = ("complete", "diverged", "failed")
 ABSENT = "<absent>"
+RUN_FILES = ("config.json", "rounds.csv", "summary.json")
+"""The files of a run folder (``<run>/``)."""
+LOCK_NAME = ".sweep.lock"
+"""The lock file a running sweep holds in its folder (see :class:`SweepLock`)."""
+DAMAGED_SUFFIX = ".damaged-"
+"""``<run>.damaged-<n>/``: where ``--resume`` keeps a damaged run's files before re-running it."""
+SET_ASIDE = re.compile(r".+\.damaged-[0-9]+")
+"""The name of an entry ``--resume`` set aside: kept for the user, no part of the sweep."""
 
 
 # ----------------------------------------------------------------------------- where files live
@@ -101,12 +123,49 @@ class DiskFolder:
 
     def read(self, name: str) -> bytes | None:
         path = self.root / name
+        link = self._link_in(name)
+        if link is not None:
+            raise OSError(f"{link} is a symbolic link; a sweep folder holds plain files only")
         try:
             return path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
             return None
+        except NotADirectoryError:
+            raise OSError(f"{path.parent} is a file where a folder belongs") from None
         except IsADirectoryError:
             raise OSError(f"{path} is a folder where a file belongs") from None
+
+    def _link_in(self, name: str) -> Path | None:
+        """The first symbolic link on the way from the sweep folder to ``name``, if any: a
+        link could point outside the folder, and what is written there must stay inside."""
+        path = self.root
+        for part in Path(name).parts:
+            path = path / part
+            if path.is_symlink():
+                return path
+        return None
+
+    def run_folder_problem(self, name: str) -> str | None:
+        """Why ``<name>/`` cannot take the run's files as it is (None when it can): a file or
+        link where the folder belongs, a folder or link where one of its files belongs."""
+        folder = self.root / name
+        try:
+            mode = folder.lstat().st_mode
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(mode):
+            return f"{folder} is a symbolic link; a sweep folder holds plain files only"
+        if not stat.S_ISDIR(mode):
+            return f"{folder} is a file where the run's folder belongs"
+        for file_name in RUN_FILES:
+            try:
+                mode = (folder / file_name).lstat().st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a plain file"
+                return f"{folder / file_name} is {kind}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -528,6 +587,8 @@ def read_run(
         ) from None
     except ValueError as exc:
         raise InputError(str(exc), source=source.label) from None
+    if config_problem is None and isinstance(source, DiskFolder):
+        config_problem = source.run_folder_problem(name)
     run = SweepRun(
         name=name,
         spec=spec,
@@ -618,6 +679,53 @@ def write_config(out_dir: Path, spec: RunSpec) -> None:
     write_json_atomic(out_dir / spec.name / "config.json", config_payload(spec))
 
 
+def _free_aside_name(out_dir: Path, name: str, taken: Iterable[str]) -> Path:
+    reserved = {t.casefold() for t in taken}
+    number = 1
+    while True:
+        candidate = out_dir / f"{name}{DAMAGED_SUFFIX}{number}"
+        if not os.path.lexists(candidate) and candidate.name.casefold() not in reserved:
+            return candidate
+        number += 1
+
+
+def set_aside(out_dir: Path, name: str, taken: Iterable[str] = ()) -> Path:
+    """Move the entry ``<out_dir>/<name>`` (a damaged run folder, or whatever stands where it
+    belongs) to a new ``<name>.damaged-<n>/`` and return that folder: kept for the user, never
+    read again. A folder is renamed; a file or link is moved into the new folder (a link is
+    moved itself, never followed). ``taken``: names the new folder must not have (run names)."""
+    entry = out_dir / name
+    aside = _free_aside_name(out_dir, name, taken)
+    if entry.is_dir() and not entry.is_symlink():
+        entry.rename(aside)
+    else:
+        aside.mkdir()
+        entry.rename(aside / name)
+    return aside
+
+
+def set_aside_misplaced(
+    out_dir: Path, files: Iterable[str], folders: Iterable[str] = (), taken: Iterable[str] = ()
+) -> list[tuple[str, Path]]:
+    """Set aside each of ``files`` that is not a plain file and each of ``folders`` that is not
+    a plain folder (links included), so that writing them cannot fail or leave the sweep
+    folder; returns ``(name, where it went)`` for each."""
+    moved = []
+    # Folders first: a file is only looked at through a folder that is really the sweep's.
+    for name, wanted in [
+        *((d, stat.S_ISDIR) for d in folders),
+        *((f, stat.S_ISREG) for f in files),
+    ]:
+        try:
+            mode = (out_dir / name).lstat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISLNK(mode) or not wanted(mode):
+            parent = (out_dir / name).parent
+            moved.append((name, set_aside(parent, Path(name).name, taken)))
+    return moved
+
+
 def write_run_results(
     out_dir: Path, name: str, rounds: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
 ) -> None:
@@ -625,3 +733,160 @@ def write_run_results(
     folder = out_dir / name
     write_text_atomic(folder / "rounds.csv", rounds_csv_text(rounds, rounds_columns(rounds)))
     write_json_atomic(folder / "summary.json", summary)
+
+
+# ----------------------------------------------------------------------------- the folder lock
+
+
+def _fcntl() -> Any:
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        raise InputError(
+            "sweeps lock their folder with fcntl.flock, which this system lacks (POSIX only)"
+        ) from None
+    return fcntl
+
+
+def lock_holder(folder: Path) -> str | None:
+    """The pid (as text, or "unknown") of the process holding ``folder``'s sweep lock, or None
+    when no one does. Only looks: creates nothing, and releases at once what it could take."""
+    fcntl = _fcntl()
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not _flock_soon(fd, fcntl.LOCK_SH):
+            return SweepLock(Path(folder))._holder()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing also drops the lock if we took it
+    return None
+
+
+def _flock_soon(fd: int, kind: int) -> bool:
+    """Take ``flock`` ``kind`` on ``fd``, trying for a fifth of a second: another process's
+    :func:`lock_holder` holds it for an instant, a running sweep for its whole life."""
+    fcntl = _fcntl()
+
+    for attempt in range(20):
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < 19:
+                time.sleep(0.01)
+    return False
+
+
+class SweepLock:
+    """An exclusive lock on a sweep folder, held for the sweep's whole life.
+
+    The lock is ``fcntl.flock`` on ``<folder>/.sweep.lock``, which holds the holder's pid; the
+    kernel drops it when the holder dies, however it died, so a stale file never blocks a later
+    ``--resume``. :meth:`acquire` creates the folder when it is missing (and :meth:`release`
+    removes it again when it stayed empty, so a refused sweep leaves nothing) and raises
+    InputError naming the folder and the holder's pid when another process holds the lock.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+        self._created: list[Path] = []
+
+    def acquire(self) -> SweepLock:
+        if os.path.lexists(self.folder) and not self.folder.is_dir():
+            raise InputError("output folder is a file; choose a folder", source=str(self.folder))
+        missing = [p for p in (self.folder, *self.folder.parents) if not os.path.lexists(p)]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._created = missing  # innermost first, as they are removed
+        try:
+            self._lock()
+        except BaseException:
+            self._remove_created()
+            raise
+        return self
+
+    def _lock(self) -> None:
+        fcntl = _fcntl()
+
+        for _ in range(100):
+            try:
+                flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                fd = os.open(self.path, flags, 0o644)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot lock the folder ({exc.strerror}: {self.path})", source=str(self.folder)
+                ) from None
+            try:
+                taken = _flock_soon(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            if not taken:
+                os.close(fd)
+                raise InputError(
+                    f"another sweep (pid {self._holder()}) is writing this folder; wait for it "
+                    "to finish or stop it first",
+                    source=str(self.folder),
+                )
+            # The holder may have removed the file between our open and our lock: then we hold
+            # a lock on a file nobody else sees, and must lock the one now in its place.
+            try:
+                same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                with contextlib.suppress(OSError):  # the pid is for messages; a full disk
+                    os.ftruncate(fd, 0)  # fails the sweep's first real write instead
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return
+            os.close(fd)
+        raise InputError(
+            "could not lock the folder (its lock file keeps changing)", source=str(self.folder)
+        )
+
+    def _holder(self) -> str:
+        for _ in range(20):  # the holder writes its pid right after it locks
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                text = self.path.read_text(encoding="ascii").strip()
+                if re.fullmatch(r"[0-9]+", text):
+                    return text
+            time.sleep(0.01)
+        return "unknown"
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()  # before the unlock: a waiter then finds no file, or a new one
+        os.close(self._fd)
+        self._fd = None
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:
+                return  # not empty: something of the sweep (or of someone else) is in it
+        self._created = []
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> SweepLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -23,7 +23,7 @@ from velocity.archives.code import velocity_wheel
 from velocity.archives.safezip import CRATE_METADATA_NAME
 from velocity.artifacts import atomic_file
 from velocity.errors import InputError
-from velocity.sweepdir import SweepData, read_sweep
+from velocity.sweepdir import SET_ASIDE, SweepData, read_sweep
 
 __all__ = [
     "CRATE_CONTEXT",
@@ -159,11 +159,16 @@ def default_archive_path(sweep_dir: str | Path) -> Path:
     return folder.with_name(folder.name + ".crate.zip")
 
 
-def _list_files(root: Path) -> list[str]:
-    """Every regular, non-hidden file under ``root`` (posix, sorted); a symlink is an error."""
+def _list_files(root: Path, runs: Collection[str] = ()) -> list[str]:
+    """Every regular, non-hidden file under ``root`` (posix, sorted); a symlink is an error.
+    What ``--resume`` set aside as damaged (``<run>.damaged-<n>/``, never one of ``runs``) is
+    no part of the sweep and left out."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         base = Path(dirpath)
+        if base == root:
+            dirnames[:] = [d for d in dirnames if d in runs or not SET_ASIDE.fullmatch(d)]
+            filenames = [f for f in filenames if f in runs or not SET_ASIDE.fullmatch(f)]
         for name in sorted(dirnames):
             if (base / name).is_symlink():
                 raise InputError(
@@ -199,7 +204,7 @@ def read_sweep_folder(sweep_dir: str | Path) -> SweepFolder:
                 "it",
                 source=str(root),
             )
-    files = _list_files(root)
+    files = _list_files(root, set(data.manifest["runs"]))
     clashes = sorted(set(files) & set(ADDED_FILES))
     clashes += sorted(f for f in files if f.split("/")[0] in ADDED_FOLDERS)
     if clashes:

@@ -23,7 +23,7 @@ from velocity.errors import InputError
 from velocity.records import run_name_problem, utc_now
 from velocity.spec import RunSpec
 from velocity.sweepdir import read_sweep
-from velocity.sweeps import default_out_dir, run_sweep
+from velocity.sweeps import SweepInterrupted, default_out_dir, run_sweep
 from velocity.sweeps.environment import installed_packages
 
 __all__ = [
@@ -358,14 +358,17 @@ def _reproduce(
         to_run.append(run.spec)
     notes += _provide_data(crate, to_run, data_folder)
     if to_run:
-        run_sweep(
-            to_run,
-            target,
-            parallel=parallel,
-            command=command if command is not None else ["velocity", "reproduce", str(archive)],
-            store=None,  # a reproduction writes nothing outside its own folder
-            on_event=on_event,
-        )
+        try:
+            run_sweep(
+                to_run,
+                target,
+                parallel=parallel,
+                command=command if command is not None else ["velocity", "reproduce", str(archive)],
+                store=None,  # a reproduction writes nothing outside its own folder
+                on_event=on_event,
+            )
+        except SweepInterrupted as exc:
+            raise exc.with_hint("start the reproduction again with another --out") from None
     else:
         target.mkdir(parents=True, exist_ok=True)
     comparisons = []

@@ -6,9 +6,11 @@ Command modules (``velocity.cli.run``, ``velocity.cli.sweep``, ...) register the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -28,6 +30,7 @@ __all__ = [
     "finish_app",
     "out_console",
     "print_json",
+    "stop_cleanly",
 ]
 
 _BRACED = re.compile(r"^\{(?P<name>[^{}]+)\}(?P<rest>(\.\.\.)?)$")
@@ -114,3 +117,18 @@ def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str, allow_nan=True))
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def stop_cleanly() -> Iterator[None]:
+    """Hand an interrupted sweep to ``main`` as what it is: typer turns any KeyboardInterrupt
+    (a SweepInterrupted is one, for library users) into a silent exit 130, which would lose
+    its one-line message and SIGTERM's exit code 143."""
+    from velocity.errors import Interrupted
+
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            raise Interrupted(exc.signum, exc.message) from None
+        raise Interrupted() from None

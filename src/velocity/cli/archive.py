@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from velocity.cli._app import app, err_console, out_console, print_json
+from velocity.cli._app import app, err_console, out_console, print_json, stop_cleanly
 from velocity.errors import InputError
 
 if TYPE_CHECKING:
@@ -202,19 +202,20 @@ def reproduce_command(
     from velocity.artifacts import encode_floats
 
     selected = parse_run_names(runs, more_runs)
-    report = reproduce(
-        archive,
-        out=out,
-        check=check,
-        exact=exact,
-        tolerance=tolerance,
-        runs=selected,
-        parallel=parallel,
-        command=["velocity", *sys.argv[1:]] if sys.argv[1:] else None,
-        on_event=_progress,
-        on_verified=_warn_environment,
-        data_dir=data_dir,
-    )
+    with stop_cleanly():
+        report = reproduce(
+            archive,
+            out=out,
+            check=check,
+            exact=exact,
+            tolerance=tolerance,
+            runs=selected,
+            parallel=parallel,
+            command=["velocity", *sys.argv[1:]] if sys.argv[1:] else None,
+            on_event=_progress,
+            on_verified=_warn_environment,
+            data_dir=data_dir,
+        )
     if json_output:
         print_json(encode_floats(report.to_json()))
     else:

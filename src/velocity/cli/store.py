@@ -76,11 +76,14 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _record_row(record: RunRecord) -> dict[str, Any]:
     from velocity.report import attack_label, strategy_label
+    from velocity.store import stale_reason
 
+    stale = stale_reason(record)
     return {
         "run_id": record.run_id,
         "name": record.name,
-        "status": record.status,
+        "status": "stale" if stale else record.status,
+        "stale_reason": stale,
         "source": record.source,
         "seed": record.seed,
         "dataset": record.spec.get("dataset", {}).get("type"),
@@ -94,7 +97,7 @@ def _record_row(record: RunRecord) -> dict[str, Any]:
     }
 
 
-_STATUS_STYLES = {"failed": "red", "diverged": "yellow", "running": "cyan"}
+_STATUS_STYLES = {"failed": "red", "diverged": "yellow", "running": "cyan", "stale": "magenta"}
 
 _RUNS_COLUMNS = (
     # (key, header, justify, keep, drop order): name, status and accuracy always show; the
@@ -128,6 +131,15 @@ def _one_output_format(json_output: bool, csv_output: bool) -> None:
         raise InputError("give either --json or --csv, not both")
 
 
+def _records_of_sweep(records: list[RunRecord], manifest: dict[str, Any]) -> list[RunRecord]:
+    """The records of the sweep the folder holds now: its own sweep id (not an earlier sweep's
+    in a folder since removed and reused), its own runs, and the latest record of each (a run
+    ``--resume`` re-ran replaces its earlier record here, not in the store)."""
+    sweep_id, names = manifest.get("sweep_id"), set(manifest["runs"])
+    latest = {r.name: r for r in records if r.sweep_id == sweep_id and r.name in names}
+    return [r for r in records if latest.get(r.name) is r]
+
+
 @app.command("runs")
 def runs_command(
     sweep: Path | None = typer.Option(None, "--sweep", help="Only the runs of this sweep folder."),
@@ -142,13 +154,21 @@ def runs_command(
     from velocity.store import open_store
 
     _one_output_format(json_output, csv_output)
-    if sweep is not None and not (sweep / "manifest.json").is_file():
-        # A mistyped folder would otherwise list nothing and look like a sweep without runs.
-        raise InputError("not a sweep folder (no manifest.json)", source=str(sweep))
+    manifest = None
+    if sweep is not None:
+        if not (sweep / "manifest.json").is_file():
+            # A mistyped folder would otherwise list nothing and look like a sweep without runs.
+            raise InputError("not a sweep folder (no manifest.json)", source=str(sweep))
+        from velocity.sweepdir import DiskFolder, read_manifest
+
+        manifest = read_manifest(DiskFolder(sweep))
     path = _existing_store_path(store)
     source = str(sweep.resolve()) if sweep is not None else None
     with open_store(path) as run_store:
-        rows = [_record_row(r) for r in run_store.list_runs(source=source)]
+        records = run_store.list_runs(source=source)
+    if manifest is not None:
+        records = _records_of_sweep(records, manifest)
+    rows = [_record_row(r) for r in records]
     if json_output:
         print_json(_clean(rows))
         return
@@ -197,19 +217,20 @@ def show_command(
 
     from velocity.report import attack_label, strategy_label
     from velocity.spec import spec_toml
-    from velocity.store import open_store
+    from velocity.store import open_store, stale_reason
 
     if json_output and spec_only:
         raise InputError("give either --json or --spec, not both")
     with open_store(_existing_store_path(store)) as run_store:
         record = run_store.find_run(run)
     if json_output:
-        print_json(_clean(record.to_dict()))
+        print_json(_clean({**record.to_dict(), "stale_reason": stale_reason(record)}))
         return
     if spec_only:
         sys_stdout_write(spec_toml(record.spec))
         return
-    out_console.print(f"[bold]{escape(record.name)}[/] ({record.run_id}) — {record.status}")
+    status = "stale" if stale_reason(record) else record.status
+    out_console.print(f"[bold]{escape(record.name)}[/] ({record.run_id}) — {status}")
     for label, value in (
         ("source", record.source or "velocity run"),
         ("fingerprint", record.fingerprint),
@@ -219,6 +240,7 @@ def show_command(
         ("strategy", strategy_label(record.spec)),
         ("attack", attack_label(record.spec)),
         ("error", record.error),
+        ("stale", stale_reason(record)),
     ):
         if value is not None:
             out_console.print(f"  {label}: {value}", highlight=False, markup=False)

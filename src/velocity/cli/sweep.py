@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from velocity.cli import _options
-from velocity.cli._app import app, err_console, out_console, print_json
+from velocity.cli._app import app, err_console, out_console, print_json, stop_cleanly
 from velocity.cli.run import collect_overrides, plugin_refs
 from velocity.errors import InputError
 
@@ -48,6 +48,14 @@ class _ProgressView:
 
     def __call__(self, event: SweepEvent) -> None:
         kind = event["event"]
+        if kind == "damaged":  # before the progress starts: --resume found a damaged run
+            err_console.print(
+                f"[yellow]warning:[/] run {event['name']} is damaged ({event['problem']}); its "
+                f"files are kept in {event['moved_to']} and it runs again",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
         if self.live:
             self._live(event)
         elif kind == "run":
@@ -146,16 +154,17 @@ def _result_json(result: SweepResult, target: float) -> list[dict[str, Any]]:
                 "wall_seconds": outcome.wall_seconds if outcome else None,
                 "details": {},
             }
-        records.append(
-            run_record(
-                summary,
-                spec=run.spec.canonical() if run.spec else {},
-                rounds=(run.rounds or []) if run.complete else [],
-                target_accuracy=target,
-                source=str(result.out_dir),
-                resumed=bool(outcome and outcome.resumed),
-            )
+        record = run_record(
+            summary,
+            spec=run.spec.canonical() if run.spec else {},
+            rounds=(run.rounds or []) if run.complete else [],
+            target_accuracy=target,
+            source=str(result.out_dir),
+            resumed=bool(outcome and outcome.resumed),
         )
+        # Found damaged by --resume and run again: what was wrong, where its old files are.
+        record["damaged"] = result.damaged.get(run.name)
+        records.append(record)
     return records
 
 
@@ -189,6 +198,12 @@ def sweep_command(
     ),
     parallel: int | None = typer.Option(
         None, "--parallel", help="Worker processes (default: number of cores)."
+    ),
+    run_timeout: float | None = typer.Option(
+        None,
+        "--run-timeout",
+        metavar="SECONDS",
+        help="Stop a run that takes longer and record it as failed (default: no limit).",
     ),
     store: Path | None = _options.STORE,
     strategies: str | None = typer.Option(
@@ -270,7 +285,7 @@ def sweep_command(
     validate_sweep_request(specs, out_dir, parallel, resume is not None)
     check_target_accuracy(target)
     view = _ProgressView(live=err_console.is_terminal and not json_output)
-    with open_store(store) as run_store:
+    with open_store(store) as run_store, stop_cleanly():
         try:
             result = run_sweep(
                 specs,
@@ -281,11 +296,12 @@ def sweep_command(
                 store=run_store,
                 on_event=view,
                 target_accuracy=target,
+                run_timeout=run_timeout,
             )
         finally:
             view.close()
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if json_output:
         print_json(_result_json(result, target))
     else:

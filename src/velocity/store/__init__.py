@@ -20,6 +20,7 @@ from velocity.store.base import (
     RunStore,
     StoreError,
 )
+from velocity.store.liveness import heartbeat_while, process_start, stale_reason, this_host
 from velocity.store.sqlite import SQLiteRunStore
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "record_start",
     "recorded_run",
     "run_start",
+    "stale_reason",
 ]
 
 STORE_ENV = "VELOCITY_STORE"
@@ -62,8 +64,17 @@ def open_store(location: str | Path | None = None) -> RunStore:
     return SQLiteRunStore(default_store_path(location))
 
 
-def run_start(spec: RunSpec, source: str | None, started_at: str) -> RunStart:
-    """The start record of ``spec`` (``source``: the sweep folder, None for a lone run)."""
+def run_start(
+    spec: RunSpec,
+    source: str | None,
+    started_at: str,
+    *,
+    sweep_id: str | None = None,
+    owned: bool = False,
+) -> RunStart:
+    """The start record of ``spec`` (``source``: the sweep folder, None for a lone run;
+    ``sweep_id``: its manifest's id). ``owned``: this process runs it and stays alive while it
+    does (its host, pid and process start are recorded, so a crash shows as ``stale``)."""
     return RunStart(
         name=spec.name,
         source=source,
@@ -72,6 +83,10 @@ def run_start(spec: RunSpec, source: str | None, started_at: str) -> RunStart:
         seed=spec.seed,
         spec=spec.canonical(),
         started_at=started_at,
+        sweep_id=sweep_id,
+        host=this_host() if owned else None,
+        pid=os.getpid() if owned else None,
+        process_start=process_start() if owned else None,
     )
 
 
@@ -93,8 +108,9 @@ def finish_from_summary(
 
 
 def record_start(store: RunStore, spec: RunSpec, source: str | None = None) -> str:
-    """Record ``spec`` as ``running`` now; returns the run id for :func:`record_result`."""
-    return store.start_run(run_start(spec, source, utc_now()))
+    """Record ``spec`` as ``running`` now, run by this process; returns the run id for
+    :func:`record_result`."""
+    return store.start_run(run_start(spec, source, utc_now(), owned=True))
 
 
 def record_result(store: RunStore, run_id: str, result: RunResult) -> None:
@@ -108,8 +124,10 @@ def recorded_run(
 ) -> Iterator[Callable[[RunResult], None]]:
     """Record a run around the block: ``running`` now, finished by the callback it yields.
 
-    A block that raises (bad data found before round 1) leaves a ``failed`` record, never a
-    forever-``running`` one. With ``store=None`` nothing is recorded.
+    A block that raises (bad data found before round 1, Ctrl-C) leaves a ``failed`` record,
+    never a forever-``running`` one; while the block runs a heartbeat marks the record alive,
+    and a process killed outright (SIGKILL) leaves a record ``velocity runs`` shows as
+    ``stale``. With ``store=None`` nothing is recorded.
     """
     if store is None:
         yield lambda result: None
@@ -123,7 +141,8 @@ def recorded_run(
         done = True
 
     try:
-        yield finish
+        with heartbeat_while(store, run_id):
+            yield finish
     except BaseException as exc:
         if not done:
             now = utc_now()

@@ -46,6 +46,10 @@ class RunStart:
     seed: int
     spec: Mapping[str, Any]
     started_at: str
+    sweep_id: str | None = None  # the manifest's id: tells a reused folder's new sweep apart
+    host: str | None = None  # where the process recording it runs (for stale detection)
+    pid: int | None = None
+    process_start: str | None = None  # tells that pid apart from a later process reusing it
 
 
 @dataclass
@@ -69,6 +73,11 @@ class RunRecord:
     totals: dict[str, Any] = field(default_factory=dict)
     rounds_completed: int = 0
     rounds: list[dict[str, Any]] | None = None
+    sweep_id: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    process_start: str | None = None
+    heartbeat_at: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -84,10 +93,14 @@ class RunStore(ABC):
     Contract (every backend, checked by the shared contract suite):
 
     - ``start_run`` creates a record with status ``running`` and returns its id. Records are keyed
-      by ``(source, name)`` when ``source`` is given: starting the same key again while it is
-      still ``running`` (a crashed run being redone) restarts that record under the same id;
-      starting a key whose record is finished raises :class:`RecordFinishedError`. Without a
+      by ``(source, sweep_id, name)`` when ``source`` is given: starting the same key again while
+      its latest record is still ``running`` (a crashed run being redone) restarts that record
+      under the same id; starting a key whose latest record is finished (a damaged run re-run
+      by ``--resume``) adds a new record and leaves the finished one as it was. Without a
       source every start is a new record.
+    - ``heartbeat`` marks a ``running`` record as still alive now (the owner's process does it
+      periodically, so a record whose process died can be told ``stale``); on a finished
+      record it changes nothing.
     - ``finish_run`` moves a ``running`` record to ``complete``, ``diverged`` or ``failed`` with
       its results, in one atomic step: a crash never leaves a half-finished record. Finished
       records are immutable: finishing again raises :class:`RecordFinishedError`.
@@ -120,6 +133,10 @@ class RunStore(ABC):
         rounds: Sequence[Mapping[str, Any]],
     ) -> None:
         """Finish a running record with its results (atomic; finished records are immutable)."""
+
+    @abstractmethod
+    def heartbeat(self, run_id: str, at: str) -> None:
+        """Record that the running record ``run_id`` is alive at ``at`` (UTC ISO 8601)."""
 
     @abstractmethod
     def get_run(self, run_id: str, *, with_rounds: bool = True) -> RunRecord:

@@ -59,13 +59,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX runs_by_group ON runs(fingerprint_without_seed)",
     ),
+    # 3: the sweep's own id (a folder reused after rm -rf is another sweep), so re-runs are new
+    #    records; the recording process (host, pid, its start) and a heartbeat, for stale runs
+    (
+        "ALTER TABLE runs ADD COLUMN sweep_id TEXT",
+        "ALTER TABLE runs ADD COLUMN host TEXT",
+        "ALTER TABLE runs ADD COLUMN pid INTEGER",
+        "ALTER TABLE runs ADD COLUMN process_start TEXT",
+        "ALTER TABLE runs ADD COLUMN heartbeat_at TEXT",
+        "DROP INDEX runs_by_source_name",
+        "CREATE INDEX runs_by_source_name ON runs(source, sweep_id, name)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _BUSY_TIMEOUT_MS = 60_000
 _COLUMNS = (
     "run_id, name, source, fingerprint, fingerprint_without_seed, seed, spec, status, error, "
-    "started_at, finished_at, wall_seconds, final, best, rounds_completed, totals"
+    "started_at, finished_at, wall_seconds, final, best, rounds_completed, totals, sweep_id, "
+    "host, pid, process_start, heartbeat_at"
 )
 
 
@@ -196,36 +208,45 @@ class SQLiteRunStore(RunStore):
             row = None
             if start.source is not None:
                 row = conn.execute(
-                    "SELECT run_id, status FROM runs WHERE source = ? AND name = ?",
-                    (start.source, start.name),
+                    "SELECT run_id, status FROM runs WHERE source = ? AND name = ? "
+                    "AND sweep_id IS ? ORDER BY rowid DESC LIMIT 1",
+                    (start.source, start.name, start.sweep_id),
                 ).fetchone()
-            if row is not None and row[1] != "running":
-                raise RecordFinishedError(
-                    f"run '{start.name}' of {start.source} is already finished ({row[1]}); "
-                    "finished records are immutable"
-                )
             values = (
                 start.fingerprint,
                 start.fingerprint_without_seed,
                 int(start.seed),
                 _dumps(dict(start.spec)),
                 start.started_at,
+                start.host,
+                start.pid,
+                start.process_start,
+                start.started_at,
             )
-            if row is not None:
+            if row is not None and row[1] == "running":
                 run_id = str(row[0])
                 conn.execute(
                     "UPDATE runs SET fingerprint = ?, fingerprint_without_seed = ?, seed = ?, "
-                    "spec = ?, started_at = ? WHERE run_id = ?",
+                    "spec = ?, started_at = ?, host = ?, pid = ?, process_start = ?, "
+                    "heartbeat_at = ? WHERE run_id = ?",
                     (*values, run_id),
                 )
                 return run_id
             run_id = uuid.uuid4().hex
             conn.execute(
-                "INSERT INTO runs (run_id, name, source, fingerprint, fingerprint_without_seed, "
-                "seed, spec, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
-                (run_id, start.name, start.source, *values),
+                "INSERT INTO runs (run_id, name, source, sweep_id, fingerprint, "
+                "fingerprint_without_seed, seed, spec, started_at, host, pid, process_start, "
+                "heartbeat_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                (run_id, start.name, start.source, start.sweep_id, *values),
             )
             return run_id
+
+    def heartbeat(self, run_id: str, at: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND status = 'running'",
+                (at, run_id),
+            )
 
     def finish_run(
         self,
@@ -297,6 +318,11 @@ class SQLiteRunStore(RunStore):
             rounds_completed=int(row[14]),
             totals=_loads(row[15]),
             rounds=(_loads(rounds_text) or []) if with_rounds else None,
+            sweep_id=row[16],
+            host=row[17],
+            pid=None if row[18] is None else int(row[18]),
+            process_start=row[19],
+            heartbeat_at=row[20],
         )
 
     def get_run(self, run_id: str, *, with_rounds: bool = True) -> RunRecord:

@@ -12,6 +12,7 @@ from velocity.sweeps.executors import Executor, LocalExecutor, RunTask, TaskResu
 from velocity.sweeps.runner import (
     RunOutcome,
     SweepEvent,
+    SweepInterrupted,
     SweepResult,
     default_out_dir,
     run_sweep,
@@ -25,6 +26,7 @@ __all__ = [
     "RunOutcome",
     "RunTask",
     "SweepEvent",
+    "SweepInterrupted",
     "SweepResult",
     "TaskResult",
     "collect_environment",
