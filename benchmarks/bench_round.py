@@ -14,8 +14,7 @@ from collections.abc import Callable
 
 from threadpoolctl import threadpool_limits
 
-from velocity.models import LocalConfig, train_clients, train_clients_naive
-from velocity.seeds import child_rng
+from velocity.models import LocalConfig, plan_round, train_clients, train_clients_naive
 from velocity.simulation import validate_run
 from velocity.spec import spec_from_mapping
 
@@ -44,16 +43,12 @@ def bench(partition: str, hidden: int, epochs: int) -> tuple[float, float]:
     )
     setup = validate_run(spec)
     cfg = LocalConfig(epochs=epochs, batch_size=spec.batch_size, lr=spec.lr, momentum=spec.momentum)
-    rngs = lambda: [child_rng(0, "shuffle", 1, k) for k in range(100)]  # noqa: E731
-    args = (
-        setup.model,
-        setup.initial_params,
-        setup.data.X_train,
-        setup.data.y_train,
-        setup.clients,
+    plan = lambda: plan_round(  # noqa: E731  (the round's schedules are part of its cost)
+        setup.clients, range(100), epochs=epochs, batch_size=spec.batch_size, seed=0, round_index=1
     )
-    fast = _median_seconds(lambda: train_clients(*args, rngs(), cfg))
-    slow = _median_seconds(lambda: train_clients_naive(*args, rngs(), cfg))
+    args = (setup.model, setup.initial_params, setup.data.X_train, setup.data.y_train)
+    fast = _median_seconds(lambda: train_clients(*args, plan(), cfg))
+    slow = _median_seconds(lambda: train_clients_naive(*args, plan(), cfg))
     return fast, slow
 
 

@@ -14,7 +14,7 @@ import pytest
 from velocity.cli import main
 from velocity.data import PARTITIONERS, partition
 from velocity.errors import SpecError
-from velocity.models import LocalConfig, train_clients, train_clients_naive
+from velocity.models import LocalConfig, plan_round, train_clients, train_clients_naive
 from velocity.seeds import child_rng
 from velocity.simulation import run_simulation, sample_clients, validate_run
 from velocity.spec import RunSpec
@@ -217,13 +217,20 @@ def test_persistent_momentum_keeps_each_clients_buffer_across_the_rounds_it_skip
     zero = np.zeros_like(params)
     for r in range(1, spec.rounds + 1):
         ids = sample_clients(spec, r)
+        plan = plan_round(
+            [setup.clients[k] for k in ids],
+            ids,
+            epochs=1,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            round_index=r,
+        )
         local = train_clients(
             setup.model,
             params,
             setup.X_train,
             setup.y_train,
-            [setup.clients[k] for k in ids],
-            [child_rng(spec.seed, "shuffle", r, int(k)) for k in ids],
+            plan,
             cfg,
             initial_momentum=np.stack([states.get(int(k), zero) for k in ids]),
         )
@@ -241,17 +248,15 @@ def test_no_initial_momentum_is_the_same_arithmetic_as_zero_momentum() -> None:
     cfg = LocalConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9)
     clients = list(setup.clients)
 
-    def rngs() -> list[np.random.Generator]:
-        return [child_rng(0, "shuffle", 1, k) for k in range(len(clients))]
-
-    args = (setup.model, setup.initial_params, setup.X_train, setup.y_train, clients)
-    off = train_clients(*args, rngs(), cfg)
+    plan = plan_round(clients, range(len(clients)), epochs=2, batch_size=16, seed=0, round_index=1)
+    args = (setup.model, setup.initial_params, setup.X_train, setup.y_train, plan)
+    off = train_clients(*args, cfg)
     zero = np.zeros((len(clients), setup.model.num_params), np.float32)
-    on = train_clients(*args, rngs(), cfg, initial_momentum=zero)
+    on = train_clients(*args, cfg, initial_momentum=zero)
     assert off.momentum is None and on.momentum is not None
     assert np.array_equal(off.params, on.params)
-    naive = train_clients_naive(*args, rngs(), cfg, initial_momentum=on.momentum)
-    fast = train_clients(*args, rngs(), cfg, initial_momentum=on.momentum, chunk_size=2)
+    naive = train_clients_naive(*args, cfg, initial_momentum=on.momentum)
+    fast = train_clients(*args, cfg, initial_momentum=on.momentum, chunk_size=2)
     assert np.allclose(naive.params, fast.params, atol=1e-6)
     assert naive.momentum is not None and fast.momentum is not None
     assert np.allclose(naive.momentum, fast.momentum, atol=1e-5)

@@ -74,7 +74,7 @@ def _specs(plugin: Path, **strategies: str) -> list[RunSpec]:
 
 def _task(spec: RunSpec, timeout: float | None = None) -> RunTask:
     files = {copy_name(r): source_of(r) for r in spec.plugins}
-    return RunTask(spec.name, spec.canonical(), files, timeout)
+    return RunTask(spec.name, spec.canonical(), files, timeout=timeout)
 
 
 def _drain(executor: Executor) -> dict[str, TaskResult]:

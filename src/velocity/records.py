@@ -229,11 +229,13 @@ def run_record(
     target_accuracy: float,
     source: str | None = None,
     resumed: bool = False,
+    damaged: str | None = None,
 ) -> dict[str, Any]:
     """One run as ``velocity run --json`` and ``velocity sweep --json`` print it (one shape for
     both): the summary.json fields (no ``schema``), the canonical ``spec``, every round's record,
     ``target_accuracy`` and ``rounds_to_target``, ``source`` (the sweep folder, or None for a
-    lone run) and ``resumed`` (finished by an earlier invocation of the sweep)."""
+    lone run), ``resumed`` (finished by an earlier invocation of the sweep) and ``damaged``
+    (what ``--resume`` found wrong with the run's files before it ran the run again)."""
     record = {key: value for key, value in summary.items() if key != "schema"}
     record.update(
         spec=dict(spec),
@@ -242,5 +244,6 @@ def run_record(
         rounds_to_target=rounds_to_target(rounds, target_accuracy),
         source=source,
         resumed=resumed,
+        damaged=damaged,
     )
     return _json_safe(record)

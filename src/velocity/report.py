@@ -1342,6 +1342,10 @@ def write_reports(
     out_dir = Path(data.out_dir)
     comparison = build_comparison(data, target_accuracy=target_accuracy)
     use_private_matplotlib_dir()
+    if any(run.spec is not None and run.spec.plugins for run in data.runs):
+        # Labels leave out a component's default parameters, which only a process that loaded
+        # its plug-in knows: a worker that never ran it would label it differently.
+        map_fn = map
     plots = render_plots(comparison, map_fn)
     for plot in plots:
         write_bytes_atomic(out_dir / "plots" / f"{plot.name}.png", plot.png)

@@ -21,7 +21,7 @@ from velocity.attacks import ThreatModel, bind_attacks, draw_malicious_clients
 from velocity.data import FederatedDataset, load_dataset, partition
 from velocity.errors import InputError
 from velocity.federation import sample_clients as _sample_clients
-from velocity.models import MLP, LocalConfig, build_model, train_clients
+from velocity.models import LocalConfig, Model, build_model, plan_round
 from velocity.privacy import central_epsilons, local_epsilons, privacy_stage_of
 from velocity.records import final_metrics, rounds_columns, summarize_run, utc_now
 from velocity.seeds import child_rng
@@ -165,7 +165,7 @@ class RunSetup:
     spec: RunSpec
     data: FederatedDataset
     clients: list[np.ndarray]
-    model: MLP
+    model: Model
     initial_params: np.ndarray
     threat: ThreatModel | None
     X_train: np.ndarray
@@ -184,9 +184,7 @@ def validate_run(spec: RunSpec, *, data: FederatedDataset | None = None) -> RunS
     """
     check_run_size(spec)  # before any allocation: from the spec alone
     if data is None:
-        data = load_dataset(
-            spec.dataset, seed=spec.seed, num_clients=spec.num_clients, data_files=spec.data_files
-        )
+        data = _load_data(spec)
     shape = DataShape(len(data.y_train) + len(data.y_test), data.num_features, data.num_classes)
     check_run_size(spec, shape)  # with the loaded data's shape, before the model is built
     clients = partition(
@@ -204,6 +202,13 @@ def validate_run(spec: RunSpec, *, data: FederatedDataset | None = None) -> RunS
         X, y = threat.poison_data(X, y)
     privacy = plan_privacy(spec)
     return RunSetup(spec, data, clients, model, params, threat, X, y, privacy)
+
+
+def _load_data(spec: RunSpec) -> FederatedDataset:
+    """The run's dataset, loaded, split and standardized (its user files checked by sha256)."""
+    return load_dataset(
+        spec.dataset, seed=spec.seed, num_clients=spec.num_clients, data_files=spec.data_files
+    )
 
 
 def _dataset_key(spec: RunSpec) -> tuple[str, str, int, int]:
@@ -228,7 +233,7 @@ def validate_runs(specs: Sequence[RunSpec]) -> None:
         for spec in group:
             try:
                 if data is None:
-                    data = load_dataset(spec.dataset, seed=spec.seed, num_clients=spec.num_clients)
+                    data = _load_data(spec)
                 validate_run(spec, data=data)
             except InputError as exc:
                 raise InputError(f"run {spec.name!r}: {exc}") from None
@@ -245,7 +250,7 @@ def sample_clients(spec: RunSpec, round_index: int) -> np.ndarray:
 
 
 def build_threat_model(
-    spec: RunSpec, data: FederatedDataset, clients: list[np.ndarray], model: MLP
+    spec: RunSpec, data: FederatedDataset, clients: list[np.ndarray], model: Model
 ) -> ThreatModel:
     """Bind a run's attacks to its data and clients; the malicious set comes from the seed tree."""
     return ThreatModel(
@@ -333,16 +338,15 @@ def _round_loop(
             if momenta is not None:
                 fresh = np.zeros(model.num_params, dtype=np.float32)
                 initial = np.stack([momenta.get(int(k), fresh) for k in ids])
-            local = train_clients(
-                model,
-                params,
-                X,
-                y,
+            plan = plan_round(
                 [setup.clients[k] for k in ids],
-                [child_rng(spec.seed, "shuffle", r, int(k)) for k in ids],
-                cfg,
-                initial_momentum=initial,
+                ids,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                seed=spec.seed,
+                round_index=r,
             )
+            local = model.train_round(params, X, y, plan, cfg, initial_momentum=initial)
             if momenta is not None and local.momentum is not None:
                 momenta.update((int(k), local.momentum[row].copy()) for row, k in enumerate(ids))
             updates = strategy.privatize(local.params - params[None, :], ids, r)

@@ -154,17 +154,17 @@ def _result_json(result: SweepResult, target: float) -> list[dict[str, Any]]:
                 "wall_seconds": outcome.wall_seconds if outcome else None,
                 "details": {},
             }
-        record = run_record(
-            summary,
-            spec=run.spec.canonical() if run.spec else {},
-            rounds=(run.rounds or []) if run.complete else [],
-            target_accuracy=target,
-            source=str(result.out_dir),
-            resumed=bool(outcome and outcome.resumed),
+        records.append(
+            run_record(
+                summary,
+                spec=run.spec.canonical() if run.spec else {},
+                rounds=(run.rounds or []) if run.complete else [],
+                target_accuracy=target,
+                source=str(result.out_dir),
+                resumed=bool(outcome and outcome.resumed),
+                damaged=result.damaged.get(run.name),
+            )
         )
-        # Found damaged by --resume and run again: what was wrong, where its old files are.
-        record["damaged"] = result.damaged.get(run.name)
-        records.append(record)
     return records
 
 

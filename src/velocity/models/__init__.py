@@ -5,14 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from velocity.models.backend import Model
 from velocity.models.mlp import MLP, softmax_cross_entropy
-from velocity.models.training import (
-    LocalConfig,
-    LocalResult,
-    batch_schedule,
-    train_clients,
-    train_clients_naive,
-)
+from velocity.models.schedule import RoundPlan, plan_round
+from velocity.models.training import LocalConfig, LocalResult, train_clients, train_clients_naive
 from velocity.registry import Param, Registry
 
 __all__ = [
@@ -20,8 +16,10 @@ __all__ = [
     "MODELS",
     "LocalConfig",
     "LocalResult",
-    "batch_schedule",
+    "Model",
+    "RoundPlan",
     "build_model",
+    "plan_round",
     "softmax_cross_entropy",
     "train_clients",
     "train_clients_naive",

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from velocity.models.schedule import RoundPlan
+    from velocity.models.training import LocalConfig, LocalResult
 
 __all__ = ["MLP", "softmax_cross_entropy"]
 
@@ -101,6 +106,23 @@ class MLP:
                 delta = np.matmul(delta, layers[index][0].transpose(0, 2, 1))
                 delta *= activations[index] > 0
         return losses.sum(axis=1), grad
+
+    def train_round(
+        self,
+        global_params: np.ndarray,
+        X: np.ndarray,
+        y: np.ndarray,
+        plan: RoundPlan,
+        cfg: LocalConfig,
+        initial_momentum: np.ndarray | None = None,
+    ) -> LocalResult:
+        """A round of local SGD for the plan's clients, vectorized across them (the NumPy
+        backend: ``velocity.models.training.train_clients``)."""
+        from velocity.models.training import train_clients
+
+        return train_clients(
+            self, global_params, X, y, plan, cfg, initial_momentum=initial_momentum
+        )
 
     def evaluate(self, params: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of one parameter vector ``(d,)`` on ``(X, y)``.

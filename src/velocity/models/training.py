@@ -1,21 +1,24 @@
-"""Local training of a round's clients, vectorized across clients.
+"""Local training of a round's clients with NumPy, vectorized across clients.
 
-Each client's step schedule (its shuffled sample indices cut into batches, per epoch) comes from
-its own seed child. Clients are stacked in order of schedule length, so at step s the clients
-still training are a prefix of the stack: every step is one batched update of that prefix, the
-same arithmetic as each client training alone (see ``train_clients_naive``, used as reference).
+The clients' batches come from the round's :class:`~velocity.models.schedule.RoundPlan`.
+Clients are stacked in order of step count, so at step s the clients still training are a
+prefix of the stack: every step is one batched update of that prefix, the same arithmetic as
+each client training alone (see ``train_clients_naive``, used as reference).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from velocity.models.mlp import MLP
+from velocity.models.schedule import RoundPlan
 
-__all__ = ["LocalConfig", "LocalResult", "batch_schedule", "train_clients", "train_clients_naive"]
+if TYPE_CHECKING:
+    from velocity.models.mlp import MLP
+
+__all__ = ["LocalConfig", "LocalResult", "train_clients", "train_clients_naive"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class LocalConfig:
 
 @dataclass(frozen=True)
 class LocalResult:
-    """Trained parameters ``(n, d)``, mean local training loss ``(n,)`` and sample counts;
+    """Trained parameters ``(n, d)``, mean local training loss ``(n,)`` (over the samples each
+    client visited) and sample counts (each client's data size, its aggregation weight);
     ``momentum`` ``(n, d)``: each client's SGD momentum buffer after its last step, when the
     caller passed ``initial_momentum`` (persistent client momentum), else None."""
 
@@ -40,18 +44,6 @@ class LocalResult:
     train_loss: np.ndarray
     num_samples: np.ndarray
     momentum: np.ndarray | None = None
-
-
-def batch_schedule(
-    indices: np.ndarray, epochs: int, batch_size: int, rng: np.random.Generator
-) -> np.ndarray:
-    """``(steps, batch_size)`` sample indices, -1 padding the last batch of each epoch."""
-    n = len(indices)
-    per_epoch = -(-n // batch_size)
-    out = np.full((epochs, per_epoch * batch_size), -1, dtype=np.int64)
-    for epoch in range(epochs):
-        out[epoch, :n] = indices[rng.permutation(n)]
-    return out.reshape(epochs * per_epoch, batch_size)
 
 
 def _sgd_step(
@@ -78,41 +70,29 @@ def train_clients(
     global_params: np.ndarray,
     X: np.ndarray,
     y: np.ndarray,
-    client_indices: Sequence[np.ndarray],
-    rngs: Sequence[np.random.Generator],
+    plan: RoundPlan,
     cfg: LocalConfig,
     chunk_size: int = 256,
     initial_momentum: np.ndarray | None = None,
 ) -> LocalResult:
-    """Train every client from ``global_params`` on its samples; returns their final parameters.
+    """Train every client of ``plan`` from ``global_params``; returns their final parameters.
 
-    ``X``/``y`` are the (possibly poisoned) training arrays the indices point into; ``rngs[i]``
-    shuffles client i. Clients are processed in chunks of ``chunk_size`` to bound memory.
-    ``initial_momentum`` ``(n, d)`` starts client i's SGD momentum buffer from row i instead of
-    zero (momentum carried across rounds); the buffers after training come back in
-    ``LocalResult.momentum``. Without it every buffer starts at zero, as in each round before.
+    ``X``/``y`` are the (possibly poisoned) training arrays the plan's indices point into.
+    Clients are processed in chunks of ``chunk_size`` to bound memory. ``initial_momentum``
+    ``(n, d)`` starts client i's SGD momentum buffer from row i instead of zero (momentum carried
+    across rounds); the buffers after training come back in ``LocalResult.momentum``. Without it
+    every buffer starts at zero. ``cfg.epochs`` and ``cfg.batch_size`` are the plan's business.
     """
-    n = len(client_indices)
-    # Batches never hold more than the largest client's samples: cutting that padding is the
-    # same for every chunk, so a client's arithmetic does not depend on how clients are chunked
-    # (and a batch size far above any client's data allocates nothing for it).
-    width = min(cfg.batch_size, max(len(idx) for idx in client_indices))
-    schedules = [
-        batch_schedule(idx, cfg.epochs, width, rng)
-        for idx, rng in zip(client_indices, rngs, strict=True)
-    ]
-    steps = np.array([len(s) for s in schedules])
-    order = np.argsort(-steps, kind="stable")  # longest schedules first: active set is a prefix
+    n = plan.num_clients
+    steps = plan.steps
+    order = np.argsort(-steps, kind="stable")  # most steps first: the active set is a prefix
     params_out = np.empty((n, model.num_params), dtype=np.float32)
     momentum_out = None if initial_momentum is None else np.empty_like(params_out)
-    loss_out = np.empty(n, dtype=np.float64)
+    loss_sum_out = np.zeros(n, dtype=np.float64)
     for start in range(0, n, chunk_size):
         chunk = order[start : start + chunk_size]
         c = len(chunk)
-        max_steps = int(steps[chunk[0]])
-        sched = np.full((c, max_steps, width), -1, dtype=np.int64)
-        for row, k in enumerate(chunk):
-            sched[row, : steps[k]] = schedules[k]
+        sched = plan.schedule(chunk)
         active_until = steps[chunk]
         params = np.repeat(global_params[None, :], c, axis=0)
         anchor = global_params[None, :]  # the round's global model (never a view of params)
@@ -121,7 +101,7 @@ def train_clients(
         else:
             velocity = np.asarray(initial_momentum, dtype=np.float32)[chunk].copy()
         loss_sum = np.zeros(c, dtype=np.float64)
-        for s in range(max_steps):
+        for s in range(sched.shape[1]):
             a = int(np.count_nonzero(active_until > s))
             idx = sched[:a, s]
             mask = (idx >= 0).astype(np.float32)
@@ -132,14 +112,20 @@ def train_clients(
         params_out[chunk] = params
         if momentum_out is not None:
             momentum_out[chunk] = velocity
-        counts = np.array([cfg.epochs * len(client_indices[k]) for k in chunk], dtype=np.float64)
-        loss_out[chunk] = loss_sum / counts
+        loss_sum_out[chunk] = loss_sum
     return LocalResult(
         params=params_out,
-        train_loss=loss_out,
-        num_samples=np.array([len(i) for i in client_indices], dtype=np.int64),
+        train_loss=_mean_loss(loss_sum_out, plan),
+        num_samples=plan.sizes,
         momentum=momentum_out,
     )
+
+
+def _mean_loss(loss_sum: np.ndarray, plan: RoundPlan) -> np.ndarray:
+    """Mean loss per visited sample (NaN for a client that took no step)."""
+    seen = plan.samples_seen.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(seen > 0, loss_sum / np.maximum(seen, 1), np.nan)
 
 
 def train_clients_naive(
@@ -147,18 +133,17 @@ def train_clients_naive(
     global_params: np.ndarray,
     X: np.ndarray,
     y: np.ndarray,
-    client_indices: Sequence[np.ndarray],
-    rngs: Sequence[np.random.Generator],
+    plan: RoundPlan,
     cfg: LocalConfig,
     initial_momentum: np.ndarray | None = None,
 ) -> LocalResult:
     """Reference implementation: a Python loop over clients, one client at a time.
 
-    Same schedules and arithmetic as :func:`train_clients`; used by tests and the round benchmark.
+    Same plan and arithmetic as :func:`train_clients`; used by tests and the round benchmark.
     """
     params_out, losses, momenta = [], [], []
-    for i, (idx, rng) in enumerate(zip(client_indices, rngs, strict=True)):
-        schedule = batch_schedule(idx, cfg.epochs, min(cfg.batch_size, len(idx)), rng)
+    for i in range(plan.num_clients):
+        schedule = plan.schedule([i])[0]
         params = global_params[None, :].copy()
         anchor = global_params[None, :]
         if initial_momentum is None:
@@ -174,10 +159,10 @@ def train_clients_naive(
             _sgd_step(params, velocity, grad, anchor, cfg)
         params_out.append(params[0])
         momenta.append(velocity[0])
-        losses.append(total / (cfg.epochs * len(idx)))
+        losses.append(total)
     return LocalResult(
         params=np.stack(params_out),
-        train_loss=np.array(losses),
-        num_samples=np.array([len(i) for i in client_indices], dtype=np.int64),
+        train_loss=_mean_loss(np.array(losses), plan),
+        num_samples=plan.sizes,
         momentum=None if initial_momentum is None else np.stack(momenta),
     )

@@ -421,9 +421,18 @@ def run_sweep(
         return sweep.run()
 
 
-def _validate_against_data(specs: Sequence[RunSpec]) -> None:
+def _validate_against_data(specs: Sequence[RunSpec], folder: Path | None = None) -> None:
+    """Every run checked against its data before anything is written; on resume (``folder``)
+    a data file is read from the sweep's own copy, as the run's worker will read it."""
+    from velocity.datafiles import provide
     from velocity.simulation import validate_runs
 
+    if folder is not None:
+        for spec in specs:
+            for record in spec.data_files:
+                copy = folder / "data" / data_copy_name(record)
+                if copy.is_file():
+                    provide(record["sha256"], copy)  # its content is checked when read
     validate_runs(specs)
 
 
@@ -520,7 +529,7 @@ class _Sweep:
                 self.failed += run.summary.get("status") == "failed"
             else:
                 todo.append(spec)
-        _validate_against_data(todo)
+        _validate_against_data(todo, self.out_dir)
         return todo, existing
 
     def _prepare(self, todo: Sequence[RunSpec], existing: SweepData | None) -> None:
