@@ -1196,13 +1196,44 @@ def render_plot(name: str, comparison: Mapping[str, Any]) -> Plot:
     return Plot(name=name, title=title, png=png, svg=svg)
 
 
+PluginSources = tuple[tuple[dict[str, str], bytes], ...]
+"""The sweep's plug-ins as ``(record, source)`` pairs, carried with every render job."""
+
+
 def render_plots(
-    comparison: Mapping[str, Any], map_fn: Callable[..., Iterable[Plot]] = map
+    comparison: Mapping[str, Any],
+    map_fn: Callable[..., Iterable[Plot]] = map,
+    *,
+    plugins: PluginSources = (),
 ) -> list[Plot]:
     """The sweep's plots (see plot_names); ``map_fn`` may be a process pool's ``map``, as each
-    plot is rendered independently (the bytes do not depend on where)."""
+    plot is rendered independently (the bytes do not depend on where). ``plugins``: the sources
+    of the sweep's plug-ins, loaded by whichever process draws a plot before it draws it (their
+    components' labels leave out default parameters, which only a loaded plug-in knows)."""
     names = plot_names(comparison)
-    return list(map_fn(render_plot, names, [comparison] * len(names)))
+    n = len(names)
+    return list(map_fn(_render_job, names, [comparison] * n, [plugins] * n))
+
+
+def _render_job(name: str, comparison: Mapping[str, Any], plugins: PluginSources) -> Plot:
+    """One plot, in a process that first loads the sweep's plug-ins (by their sha256)."""
+    if plugins:
+        from velocity.plugins import copy_name, load_plugins, provide_sources
+
+        provide_sources({copy_name(r): source for r, source in plugins}, origin="report")
+        load_plugins([r for r, _ in plugins])
+    return render_plot(name, comparison)
+
+
+def _plugin_sources(data: SweepData) -> PluginSources:
+    """Every plug-in the sweep's runs name, with the source this process loaded it from."""
+    from velocity.plugins import source_of
+
+    records: dict[str, dict[str, str]] = {}
+    for run in data.runs:
+        for record in run.spec.plugins if run.spec is not None else ():
+            records.setdefault(record["sha256"], dict(record))
+    return tuple((r, source_of(r)) for r in records.values())
 
 
 def plot_names(comparison: Mapping[str, Any]) -> tuple[str, ...]:
@@ -1342,11 +1373,7 @@ def write_reports(
     out_dir = Path(data.out_dir)
     comparison = build_comparison(data, target_accuracy=target_accuracy)
     use_private_matplotlib_dir()
-    if any(run.spec is not None and run.spec.plugins for run in data.runs):
-        # Labels leave out a component's default parameters, which only a process that loaded
-        # its plug-in knows: a worker that never ran it would label it differently.
-        map_fn = map
-    plots = render_plots(comparison, map_fn)
+    plots = render_plots(comparison, map_fn, plugins=_plugin_sources(data))
     for plot in plots:
         write_bytes_atomic(out_dir / "plots" / f"{plot.name}.png", plot.png)
         write_text_atomic(out_dir / "plots" / f"{plot.name}.svg", plot.svg)
