@@ -44,6 +44,7 @@ __all__ = [
     "reading",
     "reading_recorded",
     "recorded_specs",
+    "scoped",
     "source_for",
     "valid_record",
 ]
@@ -147,6 +148,18 @@ def isolated() -> Iterator[None]:
     try:
         with only_provided():
             yield
+    finally:
+        _SCOPE.reset(token)
+
+
+@contextlib.contextmanager
+def scoped() -> Iterator[None]:
+    """Copies provided in the block are forgotten after it (what this process already knew
+    stays known, and paths are still read): a check that reads a sweep's own copies leaves
+    nothing behind for the next sweep of the process."""
+    token = _SCOPE.set(dict(_provided()))
+    try:
+        yield
     finally:
         _SCOPE.reset(token)
 

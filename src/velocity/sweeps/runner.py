@@ -424,16 +424,17 @@ def run_sweep(
 def _validate_against_data(specs: Sequence[RunSpec], folder: Path | None = None) -> None:
     """Every run checked against its data before anything is written; on resume (``folder``)
     a data file is read from the sweep's own copy, as the run's worker will read it."""
-    from velocity.datafiles import provide
+    from velocity.datafiles import provide, scoped
     from velocity.simulation import validate_runs
 
-    if folder is not None:
-        for spec in specs:
-            for record in spec.data_files:
-                copy = folder / "data" / data_copy_name(record)
-                if copy.is_file():
-                    provide(record["sha256"], copy)  # its content is checked when read
-    validate_runs(specs)
+    with scoped():  # the copies are provided for this check only
+        if folder is not None:
+            for spec in specs:
+                for record in spec.data_files:
+                    copy = folder / "data" / data_copy_name(record)
+                    if copy.is_file():
+                        provide(record["sha256"], copy)  # its content is checked when read
+        validate_runs(specs)
 
 
 @dataclass
