@@ -75,7 +75,7 @@ def staleness_weights(tau: np.ndarray, function: str, a: float, b: int) -> np.nd
         out: np.ndarray = (1.0 + t) ** -a
         return out
     if function == "hinge":
-        return np.where(t <= b, 1.0, 1.0 / (a * (t - b) + 1.0))
+        return 1.0 / (a * np.maximum(t - b, 0.0) + 1.0)
     raise ValueError(f"unknown staleness function {function!r}")
 
 

@@ -1,0 +1,258 @@
+"""System heterogeneity, simulated time, asynchronous FL and compression, each against its
+definition; runs without a ``system`` table keep their identity and results."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from velocity.errors import SpecError
+from velocity.federation import (
+    EventQueue,
+    SystemModel,
+    canonical_system,
+    compress_updates,
+    encoded_bytes,
+    qsgd_quantize,
+    sample_available,
+    staleness_weights,
+    topk_sparsify,
+)
+from velocity.models import plan_round
+from velocity.simulation import _local_config, run_simulation, sample_clients, validate_run
+from velocity.spec import RunSpec, spec_from_mapping
+from velocity.strategies import aggregate
+
+SMALL = dict(num_clients=8, clients_per_round=4, rounds=2, model="logreg", momentum=0.0)
+
+
+def _digest(params: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()
+
+
+def test_no_system_table_keeps_identity_and_results() -> None:
+    plain = RunSpec(**SMALL)
+    ideal = RunSpec(**SMALL, system={"stragglers": 0.0, "availability": 1.0})
+    for key in ("system", "partial_work", "asynchronous", "compression"):
+        assert key not in plain.canonical()
+    assert ideal.fingerprint == plain.fingerprint  # an ideal federation is no federation
+    a, b = run_simulation(plain), run_simulation(ideal)
+    assert _digest(a.final_params) == _digest(b.final_params)
+    assert "sim_seconds" not in a.rounds[0]
+
+
+def test_partial_work_default_follows_the_strategy() -> None:
+    assert RunSpec(**SMALL, system="stragglers=0.5").partial_work == "drop"
+    assert RunSpec(**SMALL, strategy="fedprox:mu=1", system="stragglers=0.5").partial_work == "keep"
+    given = RunSpec(**SMALL, system="stragglers=0.5", partial_work="keep")
+    assert given.partial_work == "keep"
+    assert RunSpec(**SMALL, partial_work="keep").partial_work is None  # no stragglers
+
+
+def test_straggler_count_and_work_follow_the_definition() -> None:
+    model = SystemModel(canonical_system({"stragglers": 0.9}), seed=3, num_clients=50)
+    ids = np.arange(0, 40, 2)
+    full = np.full(len(ids), 30)
+    for r in range(1, 20):
+        mask = model.stragglers(r, ids)
+        assert mask.sum() == 18  # round(0.9 * 20)
+        steps = model.straggler_steps(r, ids, full, mask)
+        assert np.all(steps[~mask] == 30)
+        assert np.all((steps[mask] >= 1) & (steps[mask] <= 29))
+    # Position independence: a client's draw does not depend on who else is in the round.
+    a = model.straggler_steps(1, ids, full, np.ones(len(ids), bool))
+    b = model.straggler_steps(1, ids[::-1], full, np.ones(len(ids), bool))
+    assert np.array_equal(a, b[::-1])
+
+
+def test_dropping_stragglers_aggregates_exactly_the_others() -> None:
+    spec = RunSpec(**{**SMALL, "rounds": 1}, system="stragglers=0.5")
+    setup = validate_run(spec)
+    result = run_simulation(spec, setup=setup)
+    record = result.rounds[0]
+    assert record["stragglers"] == 2 and record["num_clients"] == 2
+    ids = sample_clients(spec, 1)
+    plan = plan_round(
+        [setup.clients[k] for k in ids], ids, epochs=1, batch_size=32, seed=spec.seed, round_index=1
+    )
+    system = SystemModel(spec.system, spec.seed, spec.num_clients)
+    keep = ~system.stragglers(1, ids)
+    # Every client trains its full work; the stragglers' rows are then left out.
+    local = setup.model.train_round(
+        setup.initial_params, setup.X_train, setup.y_train, plan, _local_config(spec)
+    )
+    deltas = local.params[keep] - setup.initial_params[None, :]
+    expected = setup.initial_params + aggregate("fedavg", deltas, local.num_samples[keep])
+    np.testing.assert_allclose(result.final_params, expected, rtol=0, atol=1e-6)
+
+
+def test_unavailable_clients_are_never_sampled_and_rates_match() -> None:
+    for model_name in ("constant", "beta", "daynight"):
+        table = canonical_system({"availability": 0.6, "availability_model": model_name})
+        model = SystemModel(table, seed=1, num_clients=200)
+        rates = []
+        for r in range(1, 41):
+            available = model.available(r)
+            for scheme in ("fixed", "poisson"):
+                ids = sample_available(scheme, available, 20, 1, r)
+                assert available[ids].all()
+            rates.append(available.mean())
+        assert abs(np.mean(rates) - 0.6) < 0.06, model_name
+    day = SystemModel(
+        canonical_system("availability=0.5,availability_model=daynight,period=4,amplitude=0.5"),
+        0,
+        1,
+    )
+    p = [float(day.availability(r)[0]) for r in range(4)]
+    assert max(p) - min(p) > 0.5  # a client's day and night
+
+
+def test_dropout_rate_and_round_records() -> None:
+    model = SystemModel(canonical_system({"dropout": 0.3}), seed=2, num_clients=1000)
+    assert abs(model.dropped(1, np.arange(1000)).mean() - 0.3) < 0.05
+    spec = RunSpec(**SMALL, system="dropout=0.5,availability=0.75,speed_sigma=1.0")
+    for rec in run_simulation(spec).rounds:
+        assert rec["num_clients"] == rec["selected"] - rec["dropped"]
+        assert rec["selected"] <= min(rec["available"], 4)
+        assert rec["sim_seconds"] >= 0
+
+
+def test_deadline_drops_late_clients_and_caps_the_round() -> None:
+    spec = RunSpec(**SMALL, system="speed_sigma=2.0,deadline=0.5")
+    for rec in run_simulation(spec).rounds:
+        assert rec["sim_seconds"] <= 0.5
+        assert rec["num_clients"] == rec["selected"] - rec["late"]
+
+
+def test_event_queue_orders_by_time_then_client() -> None:
+    queue = EventQueue()
+    for time, client in [(2.0, 5), (1.0, 9), (1.0, 3), (3.0, 0), (2.0, 1)]:
+        queue.push(time, client, None)
+    order = []
+    while len(queue):
+        order.append([(t, c) for t, c, _ in queue.pop_simultaneous()])
+    assert order == [[(1.0, 3), (1.0, 9)], [(2.0, 1), (2.0, 5)], [(3.0, 0)]]
+
+
+def test_staleness_weights() -> None:
+    tau = np.array([0, 1, 3, 8])
+    np.testing.assert_allclose(staleness_weights(tau, "polynomial", 0.5, 4), (1 + tau) ** -0.5)
+    np.testing.assert_allclose(staleness_weights(tau, "hinge", 1.0, 2), [1, 1, 1 / 2, 1 / 7])
+    assert staleness_weights(tau, "hinge", 0.0, 2).tolist() == [1, 1, 1, 1]
+    assert np.all(staleness_weights(tau, "constant", 0.5, 4) == 1)
+
+
+def test_fedbuff_steps_every_k_updates_and_records_staleness() -> None:
+    spec = RunSpec(
+        **{**SMALL, "rounds": 4},
+        system="speed_sigma=1.5",
+        asynchronous="fedbuff:buffer=3,concurrency=4",
+    )
+    result = run_simulation(spec)
+    times = [r["sim_time"] for r in result.rounds]
+    assert [r["num_clients"] for r in result.rounds] == [3] * 4
+    assert times == sorted(times) and all(r["staleness_max"] >= 0 for r in result.rounds)
+    assert any(r["staleness_max"] > 0 for r in result.rounds)
+
+
+def test_fedbuff_equals_fedavg_when_everything_arrives_at_once() -> None:
+    # Equal clients (456 samples / 8), speeds and links: every update arrives at once, so
+    # FedBuff with K = concurrency = clients_per_round is synchronous FedAvg, bit for bit.
+    same = {**SMALL, "dataset": "breast_cancer", "system": "bandwidth_mbps=5"}
+    sync = run_simulation(RunSpec(**same))
+    fedbuff = run_simulation(RunSpec(**same, asynchronous="fedbuff:buffer=4,concurrency=4"))
+    assert _digest(sync.final_params) == _digest(fedbuff.final_params)
+    assert [r["staleness_max"] for r in fedbuff.rounds] == [0, 0]
+
+
+def test_topk_keeps_exactly_the_largest_and_counts_bytes() -> None:
+    x = np.array([[0.1, -3.0, 2.0, 0.5], [1.0, 1.0, -1.0, 0.0]], dtype=np.float32)
+    out = topk_sparsify(x, 2)
+    assert np.array_equal(out, [[0, -3.0, 2.0, 0], [1.0, 1.0, 0, 0]])
+    assert encoded_bytes({}, 1000) == 4000
+    assert encoded_bytes({"type": "topk", "fraction": 0.01}, 1000) == -(-10 * (10 + 32) // 8)
+    assert encoded_bytes({"type": "qsgd", "levels": 15}, 1000) == 4 + 1000 * 5 // 8
+
+
+def test_qsgd_is_unbiased_and_error_feedback_conserves_the_sum() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(1, 16)).astype(np.float32)
+    draws = [qsgd_quantize(v, 2, rng.random(v.shape)) for _ in range(4000)]
+    np.testing.assert_allclose(np.mean(draws, axis=0), v, atol=0.06)
+    table = {"type": "topk", "fraction": 0.25, "error_feedback": True}
+    residuals: dict[int, np.ndarray] = {}
+    sent = np.zeros(16, dtype=np.float32)
+    total = np.zeros(16, dtype=np.float32)
+    for r in range(1, 6):
+        u = rng.normal(size=(1, 16)).astype(np.float32)
+        total += u[0]
+        sent += compress_updates(table, u, np.array([7]), 0, r, residuals)[0]
+    np.testing.assert_allclose(sent + residuals[7], total, atol=1e-5)
+
+
+def test_compressed_run_counts_compressed_bytes() -> None:
+    result = run_simulation(RunSpec(**SMALL, compression="qsgd:levels=4"))
+    d = int(result.details["num_params"])
+    assert result.rounds[0]["bytes_up"] == 4 * (4 + -(-d * 4 // 8))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("system", {"stragglerz": 0.5}, "system: unknown key 'stragglerz'"),
+        ("system", {"stragglers": 1.5}, "parameter 'stragglers' must be"),
+        ("system", {"availability": 0}, "parameter 'availability' must be"),
+        ("system", {"availability_model": "moon"}, "parameter 'availability_model'"),
+        ("system", "deadline", "system: expected key=value"),
+        ("partial_work", "maybe", "partial_work"),
+        ("asynchronous", "fedbuf", "asynchronous"),
+        ("asynchronous", "fedbuff:buffer=0", "parameter 'buffer'"),
+        ("compression", "topk:fraction=2", "parameter 'fraction'"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_field(field: str, value: object, needle: str) -> None:
+    with pytest.raises(SpecError) as info:
+        spec_from_mapping({**SMALL, field: value}, "exp.toml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("exp.toml: ") and needle in message
+
+
+def test_async_rejects_what_it_cannot_simulate() -> None:
+    with pytest.raises(SpecError, match="asynchronous: not supported with system"):
+        RunSpec(**SMALL, system="deadline=5", asynchronous="fedbuff")
+    with pytest.raises(SpecError, match="concurrency"):
+        RunSpec(**SMALL, asynchronous="fedbuff:concurrency=9")
+
+
+_FRESH = """
+import hashlib, sys
+from velocity.simulation import run_simulation
+from velocity.spec import RunSpec
+spec = RunSpec(num_clients=8, clients_per_round=4, rounds=3, model="logreg", system=sys.argv[1],
+               asynchronous=sys.argv[2] or None, compression="qsgd:levels=8")
+r = run_simulation(spec)
+print(hashlib.sha256(r.final_params.tobytes()).hexdigest(), r.rounds[-1]["sim_time"])
+"""
+
+
+@pytest.mark.parametrize("protocol", ["", "fedbuff:buffer=2"])
+def test_deterministic_in_a_fresh_process(protocol: str) -> None:
+    system = "stragglers=0.5,dropout=0.2,availability=0.8,speed_sigma=1.0"
+    spec = RunSpec(
+        num_clients=8,
+        clients_per_round=4,
+        rounds=3,
+        model="logreg",
+        system=system,
+        asynchronous=protocol or None,
+        compression="qsgd:levels=8",
+    )
+    here = run_simulation(spec)
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH, system, protocol], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == [_digest(here.final_params), repr(here.rounds[-1]["sim_time"])]
