@@ -256,3 +256,18 @@ def test_deterministic_in_a_fresh_process(protocol: str) -> None:
         [sys.executable, "-c", _FRESH, system, protocol], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == [_digest(here.final_params), repr(here.rounds[-1]["sim_time"])]
+
+
+def test_simulated_time_is_recorded_and_not_a_timing() -> None:
+    from velocity.records import is_timing, summarize_rounds, time_to_target
+
+    rounds = [
+        {"round": 1, "test_accuracy": 0.5, "sim_seconds": 2.0, "sim_time": 2.0},
+        {"round": 2, "test_accuracy": 0.8, "sim_seconds": 3.0, "sim_time": 5.0},
+    ]
+    assert time_to_target(rounds, 0.7) == 5.0 and time_to_target(rounds, 0.9) is None
+    assert summarize_rounds(rounds)[1]["sim_time"] == 5.0
+    assert not is_timing("sim_seconds") and is_timing("round_seconds")
+    result = run_simulation(RunSpec(**SMALL, system="speed_sigma=1.0"))
+    times = [r["sim_seconds"] for r in result.rounds]
+    assert result.summary()["totals"]["sim_time"] == pytest.approx(sum(times))
