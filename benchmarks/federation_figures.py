@@ -134,8 +134,12 @@ def time_to_accuracy(folder: Path, target: float, plot: Path | None) -> None:
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
         for i, (group, runs) in enumerate(sorted(curves.items())):
             for j, run in enumerate(runs):
-                ax.plot(*zip(*run, strict=True), color=f"C{i}", alpha=0.7,
-                        label=group if j == 0 else None)
+                ax.plot(
+                    *zip(*run, strict=True),
+                    color=f"C{i}",
+                    alpha=0.7,
+                    label=group if j == 0 else None,
+                )
         ax.axhline(target, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("simulated seconds")
