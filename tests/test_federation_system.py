@@ -271,3 +271,26 @@ def test_simulated_time_is_recorded_and_not_a_timing() -> None:
     result = run_simulation(RunSpec(**SMALL, system="speed_sigma=1.0"))
     times = [r["sim_seconds"] for r in result.rounds]
     assert result.summary()["totals"]["sim_time"] == pytest.approx(sum(times))
+
+
+def test_federation_fields_round_trip_through_toml() -> None:
+    import tomllib
+
+    from velocity.spec import spec_toml
+
+    spec = RunSpec(
+        **SMALL,
+        system="stragglers=0.5,availability=0.7,availability_model=beta",
+        asynchronous="fedbuff:buffer=3",
+        compression="topk:fraction=0.1",
+    )
+    again = spec_from_mapping(tomllib.loads(spec_toml(spec.canonical())))
+    assert again.fingerprint == spec.fingerprint
+
+
+def test_async_stragglers_are_per_client_draws() -> None:
+    model = SystemModel(canonical_system({"stragglers": 0.3}), seed=4, num_clients=2000)
+    mask = model.stragglers(1, np.arange(2000), exact=False)
+    assert abs(mask.mean() - 0.3) < 0.04
+    with pytest.raises(SpecError, match="no update ever"):
+        RunSpec(**SMALL, system="stragglers=1", asynchronous="fedbuff")

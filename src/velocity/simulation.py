@@ -550,7 +550,7 @@ def _async_loop(
     residuals = _residuals(spec)
     system = SystemModel(spec.system, spec.seed, spec.num_clients)
     clock = _Clock(system, bytes_per_model, bytes_up_each)
-    concurrency = int(protocol["concurrency"] or spec.participants)
+    concurrency = int(protocol.get("concurrency") or spec.participants)
     buffer_size = int(protocol.get("buffer", 1))
     queue = EventQueue()
     training = np.zeros(spec.num_clients, dtype=bool)
@@ -583,7 +583,7 @@ def _async_loop(
             seed=spec.seed,
             round_index=version + 1,
         )
-        straggling = system.stragglers(d, ids)
+        straggling = system.stragglers(d, ids, exact=False)
         plan = plan.with_steps(system.straggler_steps(d, ids, plan.full_steps, straggling))
         counts = ~system.dropped(d, ids)
         if spec.partial_work == "drop":

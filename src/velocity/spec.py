@@ -427,9 +427,13 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
             )
         if not system.get("stragglers"):
             return None
-        if self.partial_work is not None:
-            return self.partial_work
-        return "keep" if self.mu > 0 else "drop"
+        mode = self.partial_work or ("keep" if self.mu > 0 else "drop")
+        if asynchronous and mode == "drop" and system["stragglers"] == 1:
+            raise ValueError(
+                "asynchronous: with stragglers = 1 and partial_work = 'drop' no update ever "
+                "arrives; keep partial work or lower stragglers"
+            )
+        return mode
 
     def _resolved_privacy(self) -> dict[str, Any]:
         """Privacy fields as the run uses them: at their defaults without a privacy stage (they

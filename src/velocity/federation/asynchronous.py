@@ -40,6 +40,7 @@ _COMMON = (
         "clients training at once (default clients_per_round)",
         low=1,
         nullable=True,
+        omit_default=True,
     ),
     Param("staleness", str, "polynomial", "staleness weight function", choices=STALENESS_FUNCTIONS),
     Param("exponent", float, 0.5, "a of the polynomial / hinge weight", low=0),

@@ -134,8 +134,9 @@ def parse_system(value: Any) -> dict[str, Any]:
 
 
 def canonical_system(value: Any) -> dict[str, Any]:
-    """The defaults-filled system table, or ``{}`` when every key has its default (an ideal
-    federation: runs without a ``system`` table keep their identity and results)."""
+    """The defaults-filled system table (``deadline`` only when set), or ``{}`` when every key
+    has its default (an ideal federation: runs without a ``system`` table keep their identity
+    and results)."""
     given = parse_system(value)
     unknown = sorted(set(given) - set(_BY_NAME))
     if unknown:
@@ -150,7 +151,9 @@ def canonical_system(value: Any) -> dict[str, Any]:
         table["availability_model"] = "constant"  # Beta(c, 0) is a point mass at 1
     if all(table[p.name] == p.default for p in SYSTEM_PARAMS):
         return {}
-    return table
+    # TOML has no null: an unset deadline is left out (its default), so `velocity show` can
+    # write the table back.
+    return {k: v for k, v in table.items() if v is not None}
 
 
 def uniform_words(key: int, *counters: np.ndarray) -> np.ndarray:
@@ -210,14 +213,18 @@ class SystemModel:
         u = uniform_words(key, np.arange(self.num_clients))
         return u < self.availability(round_index)
 
-    def stragglers(self, round_index: int, ids: np.ndarray) -> np.ndarray:
-        """``(len(ids),)`` bool: which of the round's clients straggle (exactly
-        ``round(stragglers * len(ids))`` of them, the lowest hash words by client id)."""
+    def stragglers(self, round_index: int, ids: np.ndarray, *, exact: bool = True) -> np.ndarray:
+        """``(len(ids),)`` bool: which of the round's clients straggle: exactly
+        ``round(stragglers * len(ids))`` of them, the lowest hash words by client id (a
+        synchronous round, as FedProx's ``drop_percent``), or with ``exact=False`` each client
+        with probability ``stragglers`` (asynchronous dispatches, often of one client)."""
         ids = np.asarray(ids, dtype=np.int64)
+        key = child_seed(self.seed, "system", "straggler", round_index)
+        if not exact:
+            return uniform_words(key, ids) < self["stragglers"]
         count = math.floor(self["stragglers"] * len(ids) + 0.5)
         mask = np.zeros(len(ids), dtype=bool)
         if count:
-            key = child_seed(self.seed, "system", "straggler", round_index)
             words = counter_hash(key, ids)
             mask[np.lexsort((ids, words))[:count]] = True
         return mask
