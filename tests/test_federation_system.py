@@ -294,3 +294,30 @@ def test_async_stragglers_are_per_client_draws() -> None:
     assert abs(mask.mean() - 0.3) < 0.04
     with pytest.raises(SpecError, match="no update ever"):
         RunSpec(**SMALL, system="stragglers=1", asynchronous="fedbuff")
+
+
+@pytest.mark.slow
+def test_sweep_workers_match_a_run_in_this_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import csv
+
+    from velocity.records import is_timing
+    from velocity.store import open_store
+    from velocity.sweeps import run_sweep
+
+    system = "stragglers=0.5,availability=0.8,dropout=0.1,speed_sigma=1.0"
+    specs = [
+        RunSpec(**SMALL, name="sync", system=system, compression="topk:fraction=0.2"),
+        RunSpec(**SMALL, name="fedbuff", system=system, asynchronous="fedbuff:buffer=2"),
+        RunSpec(**SMALL, name="fedasync", system="speed_sigma=1", asynchronous="fedasync"),
+    ]
+    with open_store(tmp_path / "store.db") as store:
+        result = run_sweep(specs, tmp_path / "sweep", parallel=2, store=store)
+    assert result.exit_code == 0
+    for spec in specs:
+        with (result.out_dir / spec.name / "rounds.csv").open() as handle:
+            swept = [
+                {k: v for k, v in r.items() if not is_timing(k)} for r in csv.DictReader(handle)
+            ]
+        here = run_simulation(spec).rounds
+        assert [float(r["sim_time"]) for r in swept] == [r["sim_time"] for r in here], spec.name
+        assert [float(r["test_accuracy"]) for r in swept] == [r["test_accuracy"] for r in here]
