@@ -555,6 +555,8 @@ def _async_loop(
     queue = EventQueue()
     training = np.zeros(spec.num_clients, dtype=bool)
     version, dispatches, bytes_down = 0, 0, 0
+    # Stragglers and dropouts among the clients dispatched since the last server step.
+    since = {"stragglers": 0, "dropped": 0}
     buffer: list[_InFlight] = []
     last_step_time = 0.0
 
@@ -586,6 +588,8 @@ def _async_loop(
         straggling = system.stragglers(d, ids, exact=False)
         plan = plan.with_steps(system.straggler_steps(d, ids, plan.full_steps, straggling))
         counts = ~system.dropped(d, ids)
+        since["stragglers"] += int(straggling.sum())
+        since["dropped"] += int((~counts).sum())
         if spec.partial_work == "drop":
             counts &= ~straggling
         local = model.train_round(params, X, y, plan, cfg)
@@ -635,8 +639,10 @@ def _async_loop(
                 sim_seconds=clock.now - last_step_time,
                 sim_time=clock.now,
                 dispatched=dispatches,
+                **since,
             )
             buffer, bytes_down, last_step_time = [], 0, clock.now
+            since = dict.fromkeys(since, 0)
             status = _evaluate_step(spec, setup, params, version, record, threat)
             record["round_seconds"] = time.perf_counter() - t0
             rounds.append(record)
