@@ -347,6 +347,15 @@ def _round_loop(
                 spec.client_sampling, available, spec.participants, spec.seed, r
             )
             record["available"] = int(available.sum())
+            if not len(ids) and clock is not None:  # nobody drawn: no time passes
+                record.update(
+                    selected=0,
+                    stragglers=0,
+                    dropped=0,
+                    late=0,
+                    sim_seconds=0.0,
+                    sim_time=clock.now,
+                )
         strategy.round_record = {}
         train_loss: float | None = None
         attack_record: dict[str, Any] = {}
