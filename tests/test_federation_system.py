@@ -335,3 +335,45 @@ def test_rounds_without_clients_keep_the_system_columns() -> None:
     assert all(r["num_clients"] == r["selected"] for r in rounds)
     times = [r["sim_time"] for r in rounds]
     assert times == sorted(times)
+
+
+def test_time_to_target_leaderboard_and_federation_labels() -> None:
+    from velocity.leaderboards import build_leaderboard
+    from velocity.report import spec_fields
+    from velocity.store import RunRecord
+
+    def record(name: str, seed: int, sim_times: list[float], **fields: object) -> RunRecord:
+        spec = spec_from_mapping({**SMALL, "name": name, "seed": seed, **fields})
+        rounds = [
+            {"round": i + 1, "test_accuracy": 0.5 + 0.2 * i, "sim_time": t}
+            for i, t in enumerate(sim_times)
+        ]
+        return RunRecord(
+            run_id=f"{name}-{seed}",
+            name=name,
+            source="/s",
+            fingerprint=spec.fingerprint,
+            fingerprint_without_seed=spec.fingerprint_without_seed,
+            seed=seed,
+            spec=spec.canonical(),
+            status="complete",
+            started_at="2025-01-01T00:00:00.000Z",
+            finished_at="2025-01-01T00:01:00.000Z",
+            wall_seconds=1.0,
+            final={"test_accuracy": 0.9},
+            totals={},
+            rounds=rounds,
+        )
+
+    records = [record(f"sync__s{s}", s, [10.0, 20.0, 30.0], system="speed_sigma=1") for s in (0, 1)]
+    records += [
+        record(
+            f"buff__s{s}", s, [1.0, 2.0 + s, 3.0], system="speed_sigma=1", asynchronous="fedbuff"
+        )
+        for s in (0, 1)
+    ]
+    board = build_leaderboard(records, "time-to-target", target=0.85)
+    assert [row.mean for row in board.rows] == [pytest.approx(3.0), pytest.approx(30.0)]
+    assert board.rows[0].extra["reached"] == "2/2"
+    fields = spec_fields(records[-1].spec)
+    assert fields["asynchronous"] == "fedbuff" and fields["system"] == "speed_sigma=1"
