@@ -377,3 +377,12 @@ def test_time_to_target_leaderboard_and_federation_labels() -> None:
     assert board.rows[0].extra["reached"] == "2/2"
     fields = spec_fields(records[-1].spec)
     assert fields["asynchronous"] == "fedbuff" and fields["system"] == "speed_sigma=1"
+
+
+def test_private_runs_refuse_clients_that_silently_leave() -> None:
+    dp = "dp:noise_multiplier=1.0,clip_norm=1.0 > mean"
+    for system in ("dropout=0.1", "availability=0.5", "deadline=3", "stragglers=0.5"):
+        with pytest.raises(SpecError, match="dp/ldp"):
+            RunSpec(**SMALL, strategy=dp, system=system)
+    kept = RunSpec(**SMALL, strategy=dp, system="stragglers=0.5", partial_work="keep")
+    assert kept.partial_work == "keep"

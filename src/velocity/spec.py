@@ -420,14 +420,22 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
                     f"asynchronous: concurrency ({concurrency}) must be <= num_clients "
                     f"({self.num_clients})"
                 )
-        if private and (system.get("availability", 1.0) < 1 or system.get("dropout", 0.0) > 0):
+        mode = None
+        if system.get("stragglers"):
+            mode = self.partial_work or ("keep" if self.mu > 0 else "drop")
+        if private and (
+            system.get("availability", 1.0) < 1
+            or system.get("dropout", 0.0) > 0
+            or system.get("deadline") is not None
+            or mode == "drop"
+        ):
             raise ValueError(
-                "system: availability < 1 or dropout > 0 is not supported with a dp/ldp "
-                "strategy (the privacy accounting assumes every sampled client takes part)"
+                "system: availability < 1, dropout > 0, a deadline or dropped stragglers are not "
+                "supported with a dp/ldp strategy (the privacy accounting assumes every sampled "
+                "client takes part)"
             )
-        if not system.get("stragglers"):
+        if mode is None:
             return None
-        mode = self.partial_work or ("keep" if self.mu > 0 else "drop")
         if asynchronous and mode == "drop" and system["stragglers"] == 1:
             raise ValueError(
                 "asynchronous: with stragglers = 1 and partial_work = 'drop' no update ever "
