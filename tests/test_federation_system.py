@@ -386,3 +386,16 @@ def test_private_runs_refuse_clients_that_silently_leave() -> None:
             RunSpec(**SMALL, strategy=dp, system=system)
     kept = RunSpec(**SMALL, strategy=dp, system="stragglers=0.5", partial_work="keep")
     assert kept.partial_work == "keep"
+
+
+def test_arrival_seconds_follow_the_formula_and_speeds_their_distribution() -> None:
+    from velocity.federation import arrival_seconds
+
+    got = arrival_seconds(
+        np.array([100, 300]), 4000, 1000.0, np.array([1.0, 2.0]), np.array([8.0, 1.0]), 50.0
+    )
+    expected = [5000 * 8 / 8e6 + 100 / 50, 5000 * 8 / 1e6 + 300 / 100]
+    np.testing.assert_allclose(got, expected)
+    model = SystemModel(canonical_system({"speed_sigma": 0.8}), seed=5, num_clients=4000)
+    logs = np.log(model.speeds())
+    assert abs(logs.mean()) < 0.05 and abs(logs.std() - 0.8) < 0.05  # LogNormal(0, sigma)
