@@ -180,7 +180,9 @@ def leaderboard(
         run_store, owned = _open_store(store)
         assert run_store is not None
         try:
-            records = run_store.list_runs(with_rounds=metric == "rounds-to-target")
+            records = run_store.list_runs(
+                with_rounds=metric in ("rounds-to-target", "time-to-target")
+            )
         finally:
             if owned:
                 run_store.close()

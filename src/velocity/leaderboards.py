@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from velocity.errors import InputError
-from velocity.records import check_target_accuracy, rounds_to_target
+from velocity.records import check_target_accuracy, rounds_to_target, time_to_target
 from velocity.report import (
     attack_label,
     baseline_fingerprint,
@@ -110,9 +110,15 @@ class _Metric:
     describe: str
 
 
+_TARGET_METRICS = ("rounds-to-target", "time-to-target")
+"""Metrics of reaching the accuracy target: they need each run's rounds."""
+
 LEADERBOARD_METRICS: dict[str, _Metric] = {
     "accuracy": _Metric(True, "", "final test accuracy"),
     "rounds-to-target": _Metric(False, "rounds", "first round with test accuracy >= target"),
+    "time-to-target": _Metric(
+        False, "sim s", "simulated seconds to the first round with test accuracy >= target"
+    ),
     "wall-clock": _Metric(False, "s", "wall-clock seconds per run"),
     "comm-cost": _Metric(False, "MB", "megabytes sent up and down over all rounds"),
     "robustness": _Metric(
@@ -163,6 +169,8 @@ def _value_function(
             return None if hit is None else float(hit)
 
         return reached
+    if metric == "time-to-target":
+        return lambda r: time_to_target(r.rounds or [], target)
     if metric == "wall-clock":
         return lambda r: float(r.wall_seconds) if r.wall_seconds is not None else None
     if metric == "comm-cost":
@@ -406,7 +414,7 @@ def build_leaderboard(
             extra={"seeds": [m.seed for m in members], "run_ids": [m.run_id for m in members]},
         )
         row.extra["diverged"] = sum(m.status == "diverged" for m in members)
-        if metric == "rounds-to-target":
+        if metric in _TARGET_METRICS:
             row.extra["reached"] = f"{len(values)}/{len(members)}"
         if _is_private(first):
             row.extra["epsilon"] = _mean_of(_final_epsilon(m) for m in members)
@@ -456,7 +464,7 @@ def _rank(rows: list[LeaderboardRow], metric: str, higher: bool) -> list[Leaderb
             row.extra["pareto_front"] = front
     # A configuration that diverged on any seed ranks after every one that never did, whatever
     # the metric: an early stop is neither accurate nor cheap.
-    if metric == "rounds-to-target":
+    if metric in _TARGET_METRICS:
         # Configurations that reach the target on more seeds rank first, then by speed.
         def key(r: LeaderboardRow) -> tuple[Any, ...]:
             return (r.extra["diverged"] > 0, -len(r.values) / max(r.runs, 1), score(r), r.label)
@@ -586,7 +594,7 @@ def _where_matches(spec: Mapping[str, Any], wanted: Mapping[str, Sequence[str]])
 LEADERBOARD_FORMATS = ("table", "md", "csv", "json", "latex")
 """``velocity leaderboard --format`` values (``table`` is the terminal's, drawn by the CLI)."""
 
-_DIGITS = {"rounds-to-target": 1, "wall-clock": 2, "comm-cost": 3}
+_DIGITS = {"rounds-to-target": 1, "time-to-target": 2, "wall-clock": 2, "comm-cost": 3}
 
 
 def _number(board: Leaderboard, value: float | None) -> str:
@@ -609,7 +617,7 @@ def verdict(row: LeaderboardRow) -> str:
 
 
 def _extra_columns(board: Leaderboard) -> list[tuple[str, Callable[[LeaderboardRow], str]]]:
-    if board.metric == "rounds-to-target":
+    if board.metric in _TARGET_METRICS:
         return [("reached", lambda r: str(r.extra.get("reached", "-")))]
     if board.metric == "pareto":
         return [

@@ -29,6 +29,7 @@ __all__ = [
     "run_record",
     "summarize_rounds",
     "summarize_run",
+    "time_to_target",
     "utc_now",
     "utc_stamp",
 ]
@@ -114,7 +115,10 @@ def check_target_accuracy(value: Any, option: str = "--target") -> float:
 
 
 def is_timing(metric: str) -> bool:
-    """Whether a metric is a wall-clock measurement (never compared for reproducibility)."""
+    """Whether a metric is a wall-clock measurement (never compared for reproducibility).
+    Simulated time (``sim_seconds``, ``sim_time``) is deterministic: not a timing."""
+    if metric.startswith("sim_"):
+        return False
     return metric in TIMING_METRICS or metric.endswith("_seconds")
 
 
@@ -147,6 +151,16 @@ def rounds_to_target(rounds: Sequence[Mapping[str, Any]], target: float) -> int 
     return None
 
 
+def time_to_target(rounds: Sequence[Mapping[str, Any]], target: float) -> float | None:
+    """Simulated seconds (``sim_time``) at the first round whose test accuracy reaches
+    ``target``; None if it never does or the run has no simulated time (no ``system``)."""
+    for record in rounds:
+        accuracy = _finite(record.get("test_accuracy"))
+        if accuracy is not None and accuracy >= target:
+            return _finite(record.get("sim_time"))
+    return None
+
+
 def _finite_values(rounds: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, int]]:
     out = []
     for record in rounds:
@@ -175,6 +189,9 @@ def summarize_rounds(rounds: Sequence[Mapping[str, Any]]) -> tuple[dict, dict]:
         "bytes": bytes_up + bytes_down,
         "aggregate_seconds": math.fsum(float(r.get("aggregate_seconds") or 0.0) for r in rounds),
     }
+    sim_times = [t for r in rounds if (t := _finite(r.get("sim_time"))) is not None]
+    if sim_times:  # runs with simulated time (a system table or asynchronous mode)
+        totals["sim_time"] = sim_times[-1]
     return best, totals
 
 
@@ -246,4 +263,6 @@ def run_record(
         resumed=resumed,
         damaged=damaged,
     )
+    if any("sim_time" in r for r in rounds):
+        record["sim_time_to_target"] = time_to_target(rounds, target_accuracy)
     return _json_safe(record)

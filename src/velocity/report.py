@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from velocity.artifacts import write_bytes_atomic, write_json_atomic, write_text_atomic
 from velocity.attacks import ATTACKS
 from velocity.data import DATASETS, PARTITIONERS
+from velocity.federation import ASYNC_PROTOCOLS, COMPRESSORS, SYSTEM_PARAMS
 from velocity.models import MODELS
 from velocity.records import rounds_to_target
 from velocity.registry import format_component
@@ -200,8 +201,22 @@ def spec_fields(spec: Mapping[str, Any]) -> dict[str, str]:
         elif key in spec:
             value = spec[key]
             fields[key] = "all" if value is None and key == "clients_per_round" else str(value)
+    federation = {"asynchronous": ASYNC_PROTOCOLS, "compression": COMPRESSORS}
     for key in sorted(set(spec) - {*_FIELD_ORDER, "name", "seed", "mu", "attacks"}):
-        fields[key] = str(spec[key])  # a field this version does not know: still told apart
+        value = spec[key]
+        if key in federation and isinstance(value, Mapping) and value:
+            fields[key] = _component_label(federation[key], value)
+        elif key == "system" and isinstance(value, Mapping):
+            defaults = {p.name: p.default for p in SYSTEM_PARAMS}
+            changed = {k: v for k, v in value.items() if defaults.get(k, object()) != v}
+            fields[key] = (
+                ",".join(
+                    f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed.items()
+                )
+                or "none"
+            )
+        else:
+            fields[key] = str(value)  # a field this version does not know: still told apart
     return fields
 
 

@@ -29,7 +29,12 @@ from velocity.attacks import ATTACKS, canonical_attack
 from velocity.data import DATASETS, PARTITIONERS
 from velocity.datafiles import hash_record, reading_recorded, valid_record
 from velocity.errors import InputError, SpecError
-from velocity.federation import CLIENT_SAMPLINGS
+from velocity.federation import (
+    ASYNC_PROTOCOLS,
+    CLIENT_SAMPLINGS,
+    COMPRESSORS,
+    canonical_system,
+)
 from velocity.models import MODELS
 from velocity.plugins import load_plugins
 from velocity.privacy import (
@@ -82,6 +87,10 @@ _OMITTED_AT_DEFAULT: dict[str, Any] = {
     "accountant": "rdp",
     "delta": None,
     "target_epsilon": None,
+    "system": {},
+    "partial_work": None,
+    "asynchronous": {},
+    "compression": {},
 }
 """Fields added after the first schema, left out of the canonical JSON at their default so the
 runs written before them keep their canonical form and fingerprint."""
@@ -134,6 +143,10 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
     accountant: str = Field(default="rdp", description="privacy accountant: rdp or pld")
     delta: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
     target_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    system: dict[str, Any] = Field(default_factory=dict, description="system heterogeneity")
+    partial_work: Literal["drop", "keep"] | None = None
+    asynchronous: dict[str, Any] = Field(default_factory=dict, description="async protocol")
+    compression: dict[str, Any] = Field(default_factory=dict, description="upload compression")
 
     @model_validator(mode="before")
     @classmethod
@@ -194,6 +207,25 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         if isinstance(value, str):
             raise ValueError(f"expected a number, got the string {value!r}")
         return value
+
+    @field_validator("system", mode="before")
+    @classmethod
+    def _check_system(cls, value: Any) -> dict[str, Any]:
+        try:
+            return canonical_system({} if value is None else value)
+        except SpecError as exc:
+            raise ValueError(str(exc).removeprefix("system: ")) from None
+
+    @field_validator("asynchronous", "compression", mode="before")
+    @classmethod
+    def _check_optional_component(cls, value: Any, info: Any) -> dict[str, Any]:
+        if _no_attack(value) or value == {}:
+            return {}  # none: synchronous rounds, uncompressed uploads
+        registry = ASYNC_PROTOCOLS if info.field_name == "asynchronous" else COMPRESSORS
+        try:
+            return registry.canonical(value)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("client_sampling")
     @classmethod
@@ -272,6 +304,7 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         resolved.update(spec._resolved_privacy())
         resolved["plugins"] = spec._plugins_used()
         resolved["data_files"] = spec._data_files_used()
+        resolved["partial_work"] = spec._resolved_partial_work()
         if spec.client_momentum == "persistent" and spec.momentum == 0:
             raise ValueError(
                 "client_momentum = 'persistent' carries the client SGD momentum buffer across "
@@ -366,6 +399,49 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
                 f"partition 'natural' needs a dataset with its own clients ({natural})"
             )
         return {"clients_per_round": cpr, "byzantine": count}
+
+    def _resolved_partial_work(self) -> str | None:
+        """``partial_work`` as the run uses it: None without stragglers (it changes nothing);
+        else as given, by default ``keep`` for a proximal strategy (mu > 0, FedProx) and
+        ``drop`` for the others, as in Li et al. (MLSys 2020)."""
+        system, asynchronous = self.system, self.asynchronous
+        private = privacy_stage_of(self.strategy) is not None
+        if asynchronous:
+            for field, problem in (
+                ("strategy", private and "a dp/ldp strategy (its accounting assumes rounds)"),
+                ("client_momentum", self.client_momentum == "persistent" and "persistent"),
+                ("system", system.get("deadline") is not None and "a round deadline"),
+            ):
+                if problem:
+                    raise ValueError(f"asynchronous: not supported with {field} = {problem}")
+            concurrency = asynchronous.get("concurrency")
+            if concurrency is not None and concurrency > self.num_clients:
+                raise ValueError(
+                    f"asynchronous: concurrency ({concurrency}) must be <= num_clients "
+                    f"({self.num_clients})"
+                )
+        mode = None
+        if system.get("stragglers"):
+            mode = self.partial_work or ("keep" if self.mu > 0 else "drop")
+        if private and (
+            system.get("availability", 1.0) < 1
+            or system.get("dropout", 0.0) > 0
+            or system.get("deadline") is not None
+            or mode == "drop"
+        ):
+            raise ValueError(
+                "system: availability < 1, dropout > 0, a deadline or dropped stragglers are not "
+                "supported with a dp/ldp strategy (the privacy accounting assumes every sampled "
+                "client takes part)"
+            )
+        if mode is None:
+            return None
+        if asynchronous and mode == "drop" and system["stragglers"] == 1:
+            raise ValueError(
+                "asynchronous: with stragglers = 1 and partial_work = 'drop' no update ever "
+                "arrives; keep partial work or lower stragglers"
+            )
+        return mode
 
     def _resolved_privacy(self) -> dict[str, Any]:
         """Privacy fields as the run uses them: at their defaults without a privacy stage (they

@@ -70,3 +70,17 @@ DELTA: Any = typer.Option(
 TARGET_EPSILON: Any = typer.Option(
     None, "--target-epsilon", help="Stop a private run before its epsilon would exceed this."
 )
+SYSTEM: Any = typer.Option(
+    None,
+    "--system",
+    help="System heterogeneity, key=value,...: e.g. stragglers=0.9,speed_sigma=1.5.",
+)
+PARTIAL_WORK: Any = typer.Option(
+    None, "--partial-work", help="Stragglers' partial updates: drop or keep (default by strategy)."
+)
+ASYNCHRONOUS: Any = typer.Option(
+    None, "--async", help="Asynchronous protocol, e.g. fedbuff:buffer=10 or fedasync."
+)
+COMPRESSION: Any = typer.Option(
+    None, "--compression", help="Upload compression, e.g. topk:fraction=0.01 or qsgd:levels=16."
+)

@@ -220,6 +220,10 @@ def run_command(
     accountant: str | None = _options.ACCOUNTANT,
     delta: float | None = _options.DELTA,
     target_epsilon: float | None = _options.TARGET_EPSILON,
+    system: str | None = _options.SYSTEM,
+    partial_work: str | None = _options.PARTIAL_WORK,
+    asynchronous: str | None = _options.ASYNCHRONOUS,
+    compression: str | None = _options.COMPRESSION,
     target: float = typer.Option(
         0.9, "--target", help="Accuracy target for 'rounds to target' in the summary."
     ),
@@ -263,6 +267,10 @@ def run_command(
         accountant=accountant,
         delta=delta,
         target_epsilon=target_epsilon,
+        system=system,
+        partial_work=partial_work,
+        asynchronous=asynchronous,
+        compression=compression,
     )
     check_target_accuracy(target)
     if spec_file is not None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 LEADERBOARD_METRIC_NAMES = (
     "accuracy",
     "rounds-to-target",
+    "time-to-target",
     "wall-clock",
     "comm-cost",
     "robustness",
@@ -281,7 +282,9 @@ def _print_leaderboard(board: Leaderboard) -> None:
 
     arrow = "higher is better" if board.higher_is_better else "lower is better"
     unit = f" ({board.unit})" if board.unit else ""
-    digits = {"rounds-to-target": 1, "wall-clock": 2, "comm-cost": 3}.get(board.metric, 4)
+    digits = {"rounds-to-target": 1, "time-to-target": 2, "wall-clock": 2, "comm-cost": 3}.get(
+        board.metric, 4
+    )
 
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
@@ -295,7 +298,7 @@ def _print_leaderboard(board: Leaderboard) -> None:
         Column("ci", "95% CI", drop_order=0),
         Column("verdict", "vs best", keep=True),
     ]
-    if board.metric == "rounds-to-target":
+    if board.metric in ("rounds-to-target", "time-to-target"):
         columns.append(Column("reached", "reached", "right", keep=True))
     show_epsilon = (
         board.cost != "epsilon"

@@ -231,6 +231,10 @@ def sweep_command(
     accountant: str | None = _options.ACCOUNTANT,
     delta: float | None = _options.DELTA,
     target_epsilon: float | None = _options.TARGET_EPSILON,
+    system: str | None = _options.SYSTEM,
+    partial_work: str | None = _options.PARTIAL_WORK,
+    asynchronous: str | None = _options.ASYNCHRONOUS,
+    compression: str | None = _options.COMPRESSION,
     client_momentum: str | None = _options.CLIENT_MOMENTUM,
     plugin: list[str] | None = _options.PLUGIN,
     json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
@@ -260,6 +264,10 @@ def sweep_command(
         target_epsilon=target_epsilon,
         client_momentum=client_momentum,
         plugins=plugin_refs(plugin),
+        system=system,
+        partial_work=partial_work,
+        asynchronous=asynchronous,
+        compression=compression,
     )
     adhoc = strategies is not None or attacks is not None or seeds is not None
     if resume is not None:

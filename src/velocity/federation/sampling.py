@@ -26,6 +26,7 @@ __all__ = [
     "ClientSampler",
     "client_sampler",
     "poisson_sample",
+    "sample_available",
     "sample_clients",
     "sampling_rate",
     "uniform_fixed_size_sample",
@@ -89,3 +90,28 @@ def sample_clients(
     if clients_per_round == num_clients:
         return np.arange(num_clients)
     return sampler(num_clients, clients_per_round, child_rng(seed, "sample", round_index))
+
+
+def sample_available(
+    scheme: str,
+    available: np.ndarray,
+    clients_per_round: int,
+    seed: int,
+    round_index: int,
+) -> np.ndarray:
+    """:func:`sample_clients` among the reachable clients (``available``: ``(num_clients,)``
+    bool). With every client reachable it is :func:`sample_clients` exactly. Otherwise
+    ``fixed`` draws ``min(clients_per_round, reachable)`` of them uniformly and ``poisson``
+    keeps each reachable client with probability ``q`` (the same per-client draws as without
+    availability), both from ``child_rng(seed, "sample", round_index)``."""
+    available = np.asarray(available, dtype=bool)
+    num_clients = len(available)
+    if available.all():
+        return sample_clients(scheme, num_clients, clients_per_round, seed, round_index)
+    rng = child_rng(seed, "sample", round_index)
+    reachable = np.flatnonzero(available).astype(np.int64)
+    if CLIENT_SAMPLINGS.get(scheme).extra["fixed_size"]:
+        count = min(clients_per_round, len(reachable))
+        return np.sort(rng.choice(reachable, count, replace=False)).astype(np.int64)
+    q = sampling_rate(num_clients, clients_per_round)
+    return np.flatnonzero((rng.random(num_clients) < q) & available).astype(np.int64)
