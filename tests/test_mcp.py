@@ -266,7 +266,8 @@ def test_a_failure_reaches_the_client_as_one_line_never_a_traceback(toolbox: Too
             bad = await client.call_tool("validate_spec", {"spec": {"partition": "dirichlet:a=1"}})
             assert bad.is_error
             assert bad.content[0].text == (
-                "spec: partition: partition 'dirichlet': unknown parameter 'a'; allowed: alpha, over"
+                "spec: partition: partition 'dirichlet': unknown parameter 'a'; "
+                "allowed: alpha, over"
             )
 
     asyncio.run(session())
