@@ -30,7 +30,7 @@ from velocity.data import DATASETS, PARTITIONERS
 from velocity.datafiles import hash_record, reading_recorded, valid_record
 from velocity.errors import InputError, SpecError
 from velocity.federation import CLIENT_SAMPLINGS
-from velocity.models import MODELS
+from velocity.models import MODELS, model_plugin_refs
 from velocity.plugins import load_plugins
 from velocity.privacy import (
     ACCOUNTANTS,
@@ -82,6 +82,7 @@ _OMITTED_AT_DEFAULT: dict[str, Any] = {
     "accountant": "rdp",
     "delta": None,
     "target_epsilon": None,
+    "device": "cpu",
 }
 """Fields added after the first schema, left out of the canonical JSON at their default so the
 runs written before them keep their canonical form and fingerprint."""
@@ -134,6 +135,8 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
     accountant: str = Field(default="rdp", description="privacy accountant: rdp or pld")
     delta: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
     target_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # Where a torch model computes; not part of the run's identity (see ``canonical``).
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +144,10 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
+        # torch_module's file or module is a plug-in: hashed, archived, reloaded by reproduce.
+        needed = model_plugin_refs(data.get("model"), data.get("plugins", []))
+        if needed:
+            data["plugins"] = [*data.get("plugins", []), *needed]
         if "plugins" in data:
             # Loaded first: the components below may name what a plug-in registers.
             try:
@@ -420,6 +427,7 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
                 del data[key]  # fields added after the first schema keep older identities
         if not include_name:
             data.pop("name")
+            data.pop("device", None)  # a run's identity: cpu and cuda runs are the same run
         return data
 
     def canonical_json(self, *, include_name: bool = True) -> str:
