@@ -86,7 +86,8 @@ class TorchModel:
         self.buffers = buffers
         self.init_params = init_params
         self.memory_budget = memory_budget
-        self.module = make_module().to(self.device)
+        with torch.random.fork_rng(devices=[]):  # its default init must not draw globally
+            self.module = make_module().to(self.device)
         self.vectorize = (not _has_batch_norm(self.module)) if vectorize is None else vectorize
         named = list(self.module.named_parameters())
         self.param_names = [n for n, _ in named]
