@@ -261,3 +261,22 @@ def test_image_files_load_offline_from_each_on_disk_format(tmp_path: Path) -> No
     (tmp_path / "bad.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(InputError, match="not a CIFAR-10 binary batch"):
         load_dataset(f"cifar10_bin:path={tmp_path / 'bad.bin'}", seed=0)
+
+
+def test_a_user_module_can_come_from_an_importable_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "fl_nets"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "convs.py").write_text(USER_MODULE.replace("nn.BatchNorm2d(4), ", ""))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = spec_from_mapping(
+        {"model": "torch_module:module=fl_nets.convs", "dataset": "digits_images", "rounds": 1}
+    )
+    assert [p["name"] for p in spec.plugins] == ["fl_nets.convs"]
+    assert len(spec.plugins[0]["sha256"]) == 64
+    result = run_simulation(spec)
+    assert result.status == "complete", result.error
+    model = build_model(spec.model, 64, 10, input_shape=(1, 8, 8))
+    assert model.vectorize  # no BatchNorm: the clients train together
