@@ -280,3 +280,26 @@ def test_a_user_module_can_come_from_an_importable_module(
     assert result.status == "complete", result.error
     model = build_model(spec.model, 64, 10, input_shape=(1, 8, 8))
     assert model.vectorize  # no BatchNorm: the clients train together
+
+
+def test_dropout_draws_come_from_the_seed_tree_per_round_and_client(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, clients = digits
+    (tmp_path / "drop_net.py").write_text(
+        "from torch import nn\n\n\ndef make_model(shape, classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5),\n"
+        "                         nn.Linear(32, classes))\n"
+    )
+    load_plugin(str(tmp_path / "drop_net.py"))
+    model = build_model("torch_module:path=drop_net.py", 64, 10, input_shape=(1, 8, 8))
+    assert not model.vectorize  # random draws in forward: one client at a time
+    params = model.init(child_rng(0, "init"))
+    plan = _plan(clients, [3, 3, 3, 3, 3])
+    state = torch.random.get_rng_state()
+    a = model.train_round(params, data.X_train, data.y_train, plan, CFG)
+    b = model.train_round(params, data.X_train, data.y_train, plan, CFG)
+    assert np.array_equal(a.params, b.params) and torch.equal(state, torch.random.get_rng_state())
+    # A client's draws do not depend on which other clients share its round.
+    alone = plan_round([clients[2]], [2], epochs=2, batch_size=16, seed=0, round_index=1)
+    alone = alone.with_steps(np.array([3]))
+    c = model.train_round(params, data.X_train, data.y_train, alone, CFG)
+    assert np.array_equal(c.params[0], a.params[2])

@@ -23,6 +23,7 @@ from velocity.models.mlp import softmax_cross_entropy
 from velocity.models.schedule import RoundPlan
 from velocity.models.torch_backend.runtime import deterministic, resolve_device
 from velocity.models.training import LocalConfig, LocalResult
+from velocity.seeds import child_seed
 
 __all__ = ["BUFFER_MODES", "TorchModel", "sgd_step"]
 
@@ -51,8 +52,11 @@ def sgd_step(
     params -= cfg.lr * grads
 
 
-def _has_batch_norm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+def _needs_loop(module: nn.Module) -> bool:
+    """BatchNorm (batch statistics over padded slots would differ) and dropout (its draws
+    are seeded per client in the loop) train one client at a time."""
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+    return any(isinstance(m, kinds) for m in module.modules())
 
 
 class TorchModel:
@@ -88,7 +92,7 @@ class TorchModel:
         self.memory_budget = memory_budget
         with torch.random.fork_rng(devices=[]):  # its default init must not draw globally
             self.module = make_module().to(self.device)
-        self.vectorize = (not _has_batch_norm(self.module)) if vectorize is None else vectorize
+        self.vectorize = (not _needs_loop(self.module)) if vectorize is None else vectorize
         named = list(self.module.named_parameters())
         self.param_names = [n for n, _ in named]
         self.param_shapes = [tuple(p.shape) for _, p in named]
@@ -313,6 +317,43 @@ class TorchModel:
                 loss_sum[chunk] = losses.cpu().numpy()
         return LocalResult(params_out, _mean_loss(loss_sum, plan), plan.sizes, momentum_out)
 
+    def _rng_devices(self) -> list[int]:
+        if self.device.type != "cuda":
+            return []
+        return [self.device.index if self.device.index is not None else 0]
+
+    def _train_one(
+        self,
+        row: int,
+        global_params: np.ndarray,
+        data: torch.Tensor,
+        labels: torch.Tensor,
+        plan: RoundPlan,
+        cfg: LocalConfig,
+        initial_momentum: np.ndarray | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Row ``row`` of the plan trained alone: its parameters, momentum and summed loss."""
+        anchor, params, velocity = self._start(global_params, np.array([row]), initial_momentum)
+        client = int(plan.client_ids[row])
+        nw = self.num_weights
+        _, buffers = self._split(params[0])
+        buffers = self.client_buffers.get(client, buffers).clone()
+        total = 0.0
+        for batch in plan.schedule([row])[0]:
+            valid = torch.as_tensor(batch[batch >= 0], device=self.device)
+            weights = params[0, :nw].clone().requires_grad_(True)
+            state = {**self._weights(weights), **self._buffer_dict(buffers)}
+            logits = functional_call(self.module, state, (data[valid],))
+            losses = nn.functional.cross_entropy(logits, labels[valid], reduction="none")
+            (g,) = torch.autograd.grad(losses.sum() / len(valid), weights)
+            total += float(losses.detach().sum())
+            sgd_step(params[:, :nw], velocity[:, :nw], g[None], anchor[:nw], cfg)
+        if self.buffers == "average":
+            params[0, nw:] = buffers
+        else:
+            self.client_buffers[client] = buffers
+        return params[0].detach(), velocity[0], total
+
     def train_loop(
         self,
         global_params: np.ndarray,
@@ -333,29 +374,16 @@ class TorchModel:
             labels = torch.as_tensor(np.asarray(y, dtype=np.int64), device=self.device)
             self.module.train()
             for row in range(n):
-                rows = np.array([row])
-                anchor, params, velocity = self._start(global_params, rows, initial_momentum)
                 client = int(plan.client_ids[row])
-                nw = self.num_weights
-                _, buffers = self._split(params[0])
-                buffers = self.client_buffers.get(client, buffers).clone()
-                total = 0.0
-                for batch in plan.schedule([row])[0]:
-                    valid = torch.as_tensor(batch[batch >= 0], device=self.device)
-                    weights = params[0, :nw].clone().requires_grad_(True)
-                    state = {**self._weights(weights), **self._buffer_dict(buffers)}
-                    logits = functional_call(self.module, state, (data[valid],))
-                    losses = nn.functional.cross_entropy(logits, labels[valid], reduction="none")
-                    (g,) = torch.autograd.grad(losses.sum() / len(valid), weights)
-                    total += float(losses.detach().sum())
-                    sgd_step(params[:, :nw], velocity[:, :nw], g[None], anchor[:nw], cfg)
-                if self.buffers == "average":
-                    params[0, nw:] = buffers
-                else:
-                    self.client_buffers[client] = buffers
-                params_out[row] = params[0].detach().cpu().numpy()
+                # A module's own draws (dropout) come from a generator of (round, client).
+                with torch.random.fork_rng(devices=self._rng_devices()):
+                    torch.manual_seed(child_seed(plan.shuffle_key, "dropout", client))
+                    params, velocity, total = self._train_one(
+                        row, global_params, data, labels, plan, cfg, initial_momentum
+                    )
+                params_out[row] = params.cpu().numpy()
                 if momentum_out is not None:
-                    momentum_out[row] = velocity[0].cpu().numpy()
+                    momentum_out[row] = velocity.cpu().numpy()
                 loss_sum[row] = total
         return LocalResult(params_out, _mean_loss(loss_sum, plan), plan.sizes, momentum_out)
 

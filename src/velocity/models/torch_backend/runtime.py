@@ -40,14 +40,16 @@ def deterministic(device: torch.device) -> Iterator[None]:
     algorithms (cuDNN without autotuning on CUDA); the previous settings come back after."""
     threads = torch.get_num_threads()
     algorithms = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    # On CUDA an op without a deterministic kernel warns instead of failing the run.
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(algorithms)
+        torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
