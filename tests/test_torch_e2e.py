@@ -108,3 +108,18 @@ def test_sign_flip_breaks_fedavg_but_not_robust_aggregators_with_torch_cnn() -> 
     floors = {"median": 0.85, "trimmed_mean:k=4": 0.85, "multi_krum:f=4": 0.85}
     measured = {name: _accuracy(_run(strategy=name, attack=attack)) for name in floors}
     assert all(measured[name] >= floor for name, floor in floors.items()), measured
+
+
+SQUARE = "+".join(str(8 * r + c) for r in range(5, 8) for c in range(5, 8))  # 3x3, bottom right
+
+
+@pytest.mark.slow
+def test_a_pixel_square_backdoor_is_planted_in_torch_cnn_and_measured() -> None:
+    assert SQUARE == "45+46+47+53+54+55+61+62+63"  # the pattern docs/torch.md names
+    common = {"dataset": "digits_images", "model": "torch_cnn:channels=8", "num_clients": 10}
+    common.update(rounds=12, batch_size=16, byzantine=0.2, eval_every=4)
+    attacked = run_simulation(spec_from_mapping({**common, "attack": f"backdoor:trigger={SQUARE}"}))
+    assert attacked.status == "complete", attacked.error
+    first, *_, last = [r for r in attacked.rounds if r["test_accuracy"] is not None]
+    assert first["attack_success_rate"] < 0.2  # not planted yet after 4 rounds...
+    assert last["attack_success_rate"] >= 0.7 and last["test_accuracy"] >= 0.85  # ...then it is
