@@ -5,8 +5,9 @@ attacks and the archive never see torch. A round's clients train together: their
 stacked ``(clients, d)`` and one ``torch.func.vmap`` of ``torch.func.grad`` over a
 ``functional_call`` updates all of them per local step, the clients still training forming a
 prefix of the stack (ordered by step count, as in the NumPy backend). ``train_loop`` is the
-per-client reference; modules with BatchNorm train through it, since a batch statistic over
-padded slots would differ from the client's own batch.
+per-client reference; modules with BatchNorm (a batch statistic over padded slots would differ
+from the client's own batch) or dropout (its draws are seeded per round and client) train
+through it.
 """
 
 from __future__ import annotations
