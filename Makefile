@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/activate
-	$(PY) -m pip install --quiet -e ".[dev,mcp]"
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev,mcp,torch]"
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

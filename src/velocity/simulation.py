@@ -204,7 +204,13 @@ def validate_run(spec: RunSpec, *, data: FederatedDataset | None = None) -> RunS
         child_rng(spec.seed, "partition"),
         data.groups_train,
     )
-    model = build_model(spec.model, data.num_features, data.num_classes)
+    model = build_model(
+        spec.model,
+        data.num_features,
+        data.num_classes,
+        input_shape=data.input_shape,
+        device=spec.device,
+    )
     params = model.init(child_rng(spec.seed, "init"))
     threat = build_threat_model(spec, data, clients, model) if spec.attacks else None
     X, y = data.X_train, data.y_train
@@ -293,6 +299,7 @@ def run_simulation(
         try:
             setup = setup if setup is not None else validate_run(spec)
             details["num_params"] = setup.model.num_params
+            details["device"] = getattr(setup.model, "device_name", "cpu")
             if setup.privacy is not None and setup.privacy.stopped_early:
                 details["stopped"] = "target_epsilon"
             params, status = _round_loop(setup, rounds, on_round)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from velocity.data import DATASETS
 from velocity.limits import Estimate, check_memory
-from velocity.models import build_model
+from velocity.models import MODELS, build_model
 from velocity.spec import RunSpec
 
 __all__ = ["DataShape", "check_run_size", "estimate_run", "synthetic_mean_client_size"]
@@ -89,8 +89,10 @@ def estimate_run(spec: RunSpec, shape: DataShape | None = None) -> list[Estimate
                 f"{shape.samples} samples x {shape.features} features",
             )
         )
-    model = build_model(spec.model, shape.features, max(shape.classes, 2))
-    d, n = model.num_params, spec.participants
+    # A torch model is not built here (that imports torch); it bounds its own chunks' memory.
+    torch_model = MODELS.get(spec.model["type"]).extra.get("backend") == "torch"
+    model = None if torch_model else build_model(spec.model, shape.features, max(shape.classes, 2))
+    d, n = (0 if model is None else model.num_params), spec.participants
     n_field = "clients_per_round" if n < spec.num_clients else "num_clients"
     chunk = min(n, _TRAIN_CHUNK)
     # Training keeps parameters, momentum and gradient per client of a chunk; the round keeps
@@ -104,7 +106,7 @@ def estimate_run(spec: RunSpec, shape: DataShape | None = None) -> list[Estimate
             f"{d} parameters x {copies} copies for {n} clients per round",
         )
     )
-    widths = shape.features + sum(model.hidden) + model.num_classes
+    widths = shape.features + sum(getattr(model, "hidden", ())) + max(shape.classes, 2)
     batch = min(spec.batch_size, max(shape.samples, 1))
     estimates.append(
         Estimate(

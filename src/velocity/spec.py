@@ -35,7 +35,7 @@ from velocity.federation import (
     COMPRESSORS,
     canonical_system,
 )
-from velocity.models import MODELS
+from velocity.models import MODELS, model_plugin_refs
 from velocity.plugins import load_plugins
 from velocity.privacy import (
     ACCOUNTANTS,
@@ -91,6 +91,7 @@ _OMITTED_AT_DEFAULT: dict[str, Any] = {
     "partial_work": None,
     "asynchronous": {},
     "compression": {},
+    "device": "cpu",
 }
 """Fields added after the first schema, left out of the canonical JSON at their default so the
 runs written before them keep their canonical form and fingerprint."""
@@ -147,6 +148,8 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
     partial_work: Literal["drop", "keep"] | None = None
     asynchronous: dict[str, Any] = Field(default_factory=dict, description="async protocol")
     compression: dict[str, Any] = Field(default_factory=dict, description="upload compression")
+    # Where a torch model computes; not part of the run's identity (see ``canonical``).
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +157,10 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
+        # torch_module's file or module is a plug-in: hashed, archived, reloaded by reproduce.
+        needed = model_plugin_refs(data.get("model"), data.get("plugins", []))
+        if needed:
+            data["plugins"] = [*data.get("plugins", []), *needed]
         if "plugins" in data:
             # Loaded first: the components below may name what a plug-in registers.
             try:
@@ -496,6 +503,7 @@ class RunSpec(BaseModel, metaclass=_SpecMeta):
                 del data[key]  # fields added after the first schema keep older identities
         if not include_name:
             data.pop("name")
+            data.pop("device", None)  # a run's identity: cpu and cuda runs are the same run
         return data
 
     def canonical_json(self, *, include_name: bool = True) -> str:

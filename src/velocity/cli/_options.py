@@ -61,6 +61,9 @@ PLUGIN: Any = typer.Option(
 CLIENT_SAMPLING: Any = typer.Option(
     None, "--client-sampling", help="Client sampling: fixed (default) or poisson."
 )
+DEVICE: Any = typer.Option(
+    None, "--device", help="Where torch models compute: cpu (default), cuda or auto."
+)
 ACCOUNTANT: Any = typer.Option(
     None, "--accountant", help="Privacy accountant for a dp/ldp strategy: rdp (default) or pld."
 )

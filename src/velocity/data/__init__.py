@@ -9,6 +9,7 @@ from velocity.data.datasets import (
     stratified_split,
     synthetic_li2020,
 )
+from velocity.data.images import images_from_array, read_cifar10_binary, read_idx
 from velocity.data.partition import PARTITIONERS, partition
 
 __all__ = [
@@ -17,8 +18,11 @@ __all__ = [
     "FederatedDataset",
     "RawData",
     "describe_datasets",
+    "images_from_array",
     "load_dataset",
     "partition",
+    "read_cifar10_binary",
+    "read_idx",
     "stratified_split",
     "synthetic_li2020",
 ]

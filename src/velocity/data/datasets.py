@@ -44,6 +44,7 @@ class RawData:
     y: np.ndarray
     groups: np.ndarray | None = None
     num_classes: int | None = None
+    sample_shape: tuple[int, ...] | None = None  # images: (C, H, W) of each flat row of X
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,17 @@ class FederatedDataset:
     y_test: np.ndarray
     num_classes: int
     groups_train: np.ndarray | None = None
+    sample_shape: tuple[int, ...] | None = None
 
     @property
     def num_features(self) -> int:
         return int(self.X_train.shape[1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """A sample's shape: ``(C, H, W)`` for images (rows of X are flattened images),
+        ``(features,)`` for tables."""
+        return self.sample_shape or (self.num_features,)
 
 
 Loader = Callable[..., RawData]
@@ -507,6 +515,7 @@ def load_dataset(
         y_test=y[test],
         num_classes=num_classes,
         groups_train=None if raw.groups is None else raw.groups[train],
+        sample_shape=raw.sample_shape,
     )
 
 
