@@ -3,8 +3,9 @@
 models see images).
 
 ``digits_images`` is bundled (scikit-learn's 8x8 digits); ``npz_images`` reads a user's arrays;
-``idx_images`` reads MNIST / Fashion-MNIST files in their IDX format and ``cifar10_bin`` the
-CIFAR-10 binary batches, from files already on disk (nothing is downloaded; the files are
+``idx_images`` reads MNIST / Fashion-MNIST files in their IDX format, ``cifar10_bin`` the
+CIFAR-10 binary batches and ``femnist_leaf`` a LEAF FEMNIST JSON file (writers as natural
+clients), from files already on disk (nothing is downloaded; the files are
 hashed into the run's identity like every user data file).
 """
 
@@ -27,7 +28,7 @@ from velocity.datafiles import open_user_file
 from velocity.errors import InputError
 from velocity.registry import Param
 
-__all__ = ["images_from_array", "read_cifar10_binary", "read_idx"]
+__all__ = ["images_from_array", "read_cifar10_binary", "read_idx", "read_leaf_json"]
 
 _LAYOUTS = ("auto", "nchw", "nhwc")
 
@@ -184,3 +185,68 @@ def _load_cifar10(*, path: str, **_: Any) -> RawData:
     x, y = read_cifar10_binary(_read(path), path)
     flat, shape = images_from_array(x, "nchw", path)
     return RawData(X=flat / 255.0, y=y, sample_shape=shape, num_classes=10)
+
+
+def read_leaf_json(content: bytes, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A LEAF data file (``{"users": [...], "user_data": {user: {"x": [...], "y": [...]}}}``):
+    flat pixel rows, labels and each sample's writer index (in ``users`` order)."""
+    import json
+
+    try:
+        doc = json.loads(content)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"not a LEAF JSON file ({type(exc).__name__})", source=source) from None
+    users = doc.get("users") if isinstance(doc, dict) else None
+    user_data = doc.get("user_data") if isinstance(doc, dict) else None
+    if not isinstance(users, list) or not isinstance(user_data, dict) or not users:
+        raise InputError("a LEAF file has a non-empty 'users' list and 'user_data'", source=source)
+    xs, ys, groups = [], [], []
+    for index, user in enumerate(users):
+        entry = user_data.get(user) if isinstance(user, str) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("x"), list):
+            raise InputError(f"user_data has no samples for user {user!r}", source=source)
+        try:
+            x = np.asarray(entry["x"], dtype=np.float64)
+            y = np.asarray(entry.get("y"), dtype=np.int64)
+        except (TypeError, ValueError):
+            raise InputError(f"user {user!r}: x and y must be numbers", source=source) from None
+        if x.ndim != 2 or y.shape != (len(x),):
+            raise InputError(
+                f"user {user!r}: x must be a list of pixel rows and y one label per row",
+                source=source,
+            )
+        xs.append(x)
+        ys.append(y)
+        groups.append(np.full(len(x), index, dtype=np.int64))
+    widths = {x.shape[1] for x in xs}
+    if len(widths) != 1:
+        raise InputError(f"users' images differ in size: {sorted(widths)}", source=source)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
+
+
+@DATASETS.register(
+    "femnist_leaf",
+    params=(
+        Param("path", str, doc="a LEAF FEMNIST data file (.json), e.g. all_data_0.json"),
+        Param("size", int, 28, "image side (LEAF's FEMNIST: 28x28 pixels, 1 channel)"),
+        _TEST_FRACTION,
+    ),
+    summary="FEMNIST from a LEAF JSON file, already on disk; writers are natural clients",
+    paper="Caldas et al., LEAF, 2018",
+    natural=True,
+    user_data=True,
+    user_files=("path",),
+)
+def _load_femnist_leaf(*, path: str, size: int, **_: Any) -> RawData:
+    x, y, groups = read_leaf_json(_read(path), path)
+    if size < 1 or x.shape[1] != size * size:
+        raise InputError(
+            f"images have {x.shape[1]} pixels, not size x size = {size * size}", source=path
+        )
+    if y.min() < 0 or y.max() >= _FEMNIST_CLASSES:
+        raise InputError(f"FEMNIST labels are 0..{_FEMNIST_CLASSES - 1}", source=path)
+    flat, shape = images_from_array(x.reshape(-1, 1, size, size), "nchw", path)
+    return RawData(X=flat, y=y, groups=groups, sample_shape=shape, num_classes=_FEMNIST_CLASSES)
+
+
+_FEMNIST_CLASSES = 62  # digits, upper- and lower-case letters
