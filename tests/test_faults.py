@@ -632,7 +632,7 @@ def test_resume_repairs_what_the_reports_and_a_killed_writer_left(
 
 @pytest.mark.parametrize(
     "damage",
-    [b'{"schema": "velocity.sweep/1", "runs": [', b"\xff\xfe", b"[]", b'{"schema": "x"}'],
+    [b'{"schema": "velocity.sweep/2", "runs": [', b"\xff\xfe", b"[]", b'{"schema": "x"}'],
 )
 def test_a_damaged_manifest_is_one_line_and_nothing_changes(
     lab: Lab, reference: Path, damage: bytes

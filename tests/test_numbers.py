@@ -49,7 +49,8 @@ def test_a_diverged_run_has_no_accuracy_and_ranks_last(capsys: pytest.CaptureFix
     lr = DIVERGES["lr"]
     Path("exp.toml").write_text(
         f"[shared]\n{BASE}\n"
-        '[[runs]]\nname = "weak"\nlr = 0.0001\nrounds = 1\n\n'  # complete, but barely trained
+        '[[runs]]\nname = "weak"\nlr = 0.0001\nrounds = 1\n'  # complete, but barely trained
+        'model = "logreg:init=glorot_uniform"\n\n'  # from zeros even one tiny step ranks well
         '[[runs]]\nname = "good"\n\n'
         f'[[runs]]\nname = "blowup"\nmodel = "mlp:hidden=8"\nlr = {lr}\nmomentum = 0.0\n'
         'eval_every = 5\nrounds = 6\nattack = "backdoor:target=0"\nbyzantine = 1\n'

@@ -156,7 +156,7 @@ def test_run_artifacts_follow_the_contract(sweeps: dict[int, SweepResult]) -> No
 
 def test_manifest_records_the_environment(sweeps: dict[int, SweepResult]) -> None:
     manifest = read_json(sweeps[2].out_dir / "manifest.json")
-    assert manifest["schema"] == "velocity.sweep/1"
+    assert manifest["schema"] == "velocity.sweep/2"
     assert manifest["complete"] is True
     assert manifest["runs"] == [s.name for s in mixed_specs()]
     assert manifest["command"] == ["velocity", "sweep", "test"]

@@ -15,16 +15,15 @@ from dataclasses import dataclass
 
 from velocity.data import DATASETS
 from velocity.limits import Estimate, check_memory
-from velocity.models import MODELS, build_model
+from velocity.models import MODELS, TRAIN_MEMORY_BUDGET, build_model, chunk_size_for
 from velocity.spec import RunSpec
 
 __all__ = ["DataShape", "check_run_size", "estimate_run", "synthetic_mean_client_size"]
 
 _FLOAT32, _FLOAT64, _INT64 = 4, 8, 8
-_TRAIN_CHUNK = 256  # clients trained together (models.training.train_clients' chunk_size)
 _BYTES_PER_ROUND_RECORD = 2048  # one round's record (a dict of metrics) and its CSV row
 _BYTES_PER_CLIENT = 512  # a client's index array, seed child and schedule bookkeeping
-_BYTES_PER_FEATURE_VALUE = 3 * _FLOAT64  # raw float64, standardized copy, float32 splits
+_BYTES_PER_FEATURE_VALUE = _FLOAT64 + 2 * _FLOAT32  # raw float64, float32 copy, test rows
 
 
 @dataclass(frozen=True)
@@ -94,11 +93,12 @@ def estimate_run(spec: RunSpec, shape: DataShape | None = None) -> list[Estimate
     model = None if torch_model else build_model(spec.model, shape.features, max(shape.classes, 2))
     d, n = (0 if model is None else model.num_params), spec.participants
     n_field = "clients_per_round" if n < spec.num_clients else "num_clients"
-    chunk = min(n, _TRAIN_CHUNK)
-    # Training keeps parameters, momentum and gradient per client of a chunk; the round keeps
-    # the trained parameters, the update matrix and an aggregator's working copy per client,
-    # plus the global model, its initialization (float64) and the server optimizer's state.
-    copies = 3 * chunk + 3 * n + 8
+    widths = shape.features + sum(getattr(model, "hidden", ())) + max(shape.classes, 2)
+    batch = min(spec.batch_size, max(shape.samples, 1))
+    # The round keeps the trained parameters, the update matrix and an aggregator's working
+    # copy per client, plus the global model, its initialization (float64) and the server
+    # optimizer's state; a training chunk holds at most TRAIN_MEMORY_BUDGET bytes.
+    copies = 3 * n + 8
     estimates.append(
         Estimate(
             "model",
@@ -106,13 +106,12 @@ def estimate_run(spec: RunSpec, shape: DataShape | None = None) -> list[Estimate
             f"{d} parameters x {copies} copies for {n} clients per round",
         )
     )
-    widths = shape.features + sum(getattr(model, "hidden", ())) + max(shape.classes, 2)
-    batch = min(spec.batch_size, max(shape.samples, 1))
+    chunk = min(n, chunk_size_for(num_params=d, width=batch, units=widths, max_steps=1))
     estimates.append(
         Estimate(
             "batch_size",
-            3 * chunk * batch * widths * _FLOAT32,
-            f"activations of {chunk} clients x batch {batch} x {widths} units",
+            min(TRAIN_MEMORY_BUDGET, chunk * (16 * d + 12 * batch * widths)),
+            f"a training chunk of {chunk} clients x batch {batch} x {widths} units",
         )
     )
     estimates.append(

@@ -51,6 +51,7 @@ __all__ = [
     "CONFIG_SCHEMA",
     "DAMAGED_SUFFIX",
     "LOCK_NAME",
+    "OLDER_SWEEP_SCHEMAS",
     "RESULT_STATUSES",
     "RUN_FILES",
     "SET_ASIDE",
@@ -69,6 +70,7 @@ __all__ = [
     "fingerprint_of",
     "first_disagreement",
     "lock_holder",
+    "older_sweep_message",
     "provide_plugins",
     "read_manifest",
     "read_run",
@@ -82,7 +84,13 @@ __all__ = [
     "write_run_results",
 ]
 
-SWEEP_SCHEMA = "velocity.sweep/1"
+SWEEP_SCHEMA = "velocity.sweep/2"
+OLDER_SWEEP_SCHEMAS = {
+    "velocity.sweep/1": "per-client shuffle generators and Glorot-initialized logistic regression",
+}
+"""Manifest schemas of earlier velocity releases whose runs this one cannot reproduce (their
+results came from other arithmetic), with what changed since: such a folder or archive is
+refused with one line naming the version that made it."""
 CONFIG_SCHEMA = "velocity.run-config/1"
 RESULT_STATUSES = ("complete", "diverged", "failed")
 ABSENT = "<absent>"
@@ -369,6 +377,18 @@ class SweepData:
         return [run.name for run in self.runs if not run.complete]
 
 
+def older_sweep_message(manifest: Mapping[str, Any]) -> str:
+    """The one line that refuses a sweep written with an older manifest schema."""
+    schema = str(manifest.get("schema"))
+    version = manifest.get("velocity_version")
+    made = version if isinstance(version, str) and version else "an older velocity"
+    pin = f"pip install 'velocity-fl=={version}'" if made == version else "that release"
+    return (
+        f"made by velocity {made} ({schema}: {OLDER_SWEEP_SCHEMAS[schema]}); this velocity "
+        f"writes {SWEEP_SCHEMA} and cannot reproduce its results: use velocity {made} ({pin})"
+    )
+
+
 def read_manifest(source: FileSource) -> dict[str, Any]:
     """The sweep's manifest, checked (schema, a non-empty list of distinct, safe run names)."""
     try:
@@ -381,6 +401,8 @@ def read_manifest(source: FileSource) -> dict[str, Any]:
         manifest = _json(data, "manifest.json", floats=False)
     except ValueError as exc:
         raise InputError(str(exc), source=source.label) from None
+    if isinstance(manifest, dict) and manifest.get("schema") in OLDER_SWEEP_SCHEMAS:
+        raise InputError(older_sweep_message(manifest), source=source.label)
     if not isinstance(manifest, dict) or manifest.get("schema") != SWEEP_SCHEMA:
         raise InputError(f"manifest.json is not a {SWEEP_SCHEMA} manifest", source=source.label)
     names = manifest.get("runs")

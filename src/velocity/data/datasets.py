@@ -31,6 +31,9 @@ __all__ = [
     "RawData",
     "describe_datasets",
     "load_dataset",
+    "scaled_float32",
+    "scaling",
+    "split_rows",
     "stratified_split",
     "synthetic_li2020",
 ]
@@ -38,13 +41,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RawData:
-    """Features, integer labels 0..C-1 and, for naturally federated data, each sample's client."""
+    """Features, integer labels 0..C-1 and, for naturally federated data, each sample's client.
+
+    ``owned``: the loader made these arrays for this call only, so :func:`load_dataset` may
+    scale and split ``X`` in place (no second copy of the features).
+    """
 
     X: np.ndarray
     y: np.ndarray
     groups: np.ndarray | None = None
     num_classes: int | None = None
     sample_shape: tuple[int, ...] | None = None  # images: (C, H, W) of each flat row of X
+    owned: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,21 @@ _TEST_FRACTION = Param(
     low_open=True,
     high_open=True,
 )
+
+
+SCALINGS = ("standardize", "unit", "raw")
+_SCALE = Param(
+    "scale",
+    str,
+    "standardize",
+    "feature scaling from training statistics: 'standardize' (zero mean, unit variance), "
+    "'unit' (divided by the largest absolute value: digits' 0..16 become 0..1, the peers' "
+    "preprocessing) or 'raw' (as loaded)",
+    choices=SCALINGS,
+    omit_default=True,  # specs written before the option keep their canonical form
+)
+_BLOCK_ROWS = 1 << 16
+"""Rows per block when data is generated, scaled or split: bounds every temporary."""
 
 
 # scikit-learn ships these tables as plain files (last column = label); reading them directly
@@ -135,7 +158,7 @@ for _name, _fn, _summary, _shape in (
 ):
     # ``shape`` (samples, features, classes) lets a run's memory be estimated before loading.
     DATASETS.register(
-        _name, params=(_TEST_FRACTION,), summary=_summary, paper="scikit-learn", shape=_shape
+        _name, params=(_TEST_FRACTION, _SCALE), summary=_summary, paper="scikit-learn", shape=_shape
     )(_sklearn_loader(_fn))
 
 
@@ -154,28 +177,49 @@ def synthetic_li2020(
     Client k: u_k ~ N(0, alpha), B_k ~ N(0, beta); W_k, b_k ~ N(u_k, 1) (model shift);
     v_k ~ N(B_k, 1) per feature (feature shift); x ~ N(v_k, diag(j^-1.2));
     y = argmax(W_k x + b_k); client sizes lognormal(4, 2) + 50 (power law), as in the paper's code.
+
+    Drawn for all clients at once (features in float32, written straight into the result in
+    blocks of rows): memory stays close to the data's own size. The values do not depend on
+    the block size (one stream, drawn in order).
     """
     sizes = rng.lognormal(4.0, 2.0, num_clients).astype(np.int64) + 50
     if max_per_client is not None:
         sizes = np.minimum(sizes, max_per_client)
-    cov_diag = np.arange(1, num_features + 1, dtype=np.float64) ** -1.2
+    scale = (np.arange(1, num_features + 1, dtype=np.float64) ** -0.6).astype(np.float32)
     u = rng.normal(0.0, np.sqrt(alpha), num_clients)
     b_shift = rng.normal(0.0, np.sqrt(beta), num_clients)
-    xs, ys, gs = [], [], []
-    for k in range(num_clients):  # generation only, once per dataset: not a hot path
-        W = rng.normal(u[k], 1.0, (num_features, num_classes))
-        b = rng.normal(u[k], 1.0, num_classes)
-        v = rng.normal(b_shift[k], 1.0, num_features)
-        x = rng.normal(0.0, 1.0, (int(sizes[k]), num_features)) * np.sqrt(cov_diag) + v
-        xs.append(x)
-        ys.append(np.argmax(x @ W + b, axis=1))
-        gs.append(np.full(int(sizes[k]), k, dtype=np.int64))
-    return RawData(
-        X=np.concatenate(xs),
-        y=np.concatenate(ys),
-        groups=np.concatenate(gs),
-        num_classes=num_classes,
+    W = (rng.standard_normal((num_clients, num_features, num_classes)) + u[:, None, None]).astype(
+        np.float32
     )
+    b = (rng.standard_normal((num_clients, num_classes)) + u[:, None]).astype(np.float32)
+    v = (rng.standard_normal((num_clients, num_features)) + b_shift[:, None]).astype(np.float32)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    X = np.empty((int(ends[-1]) if num_clients else 0, num_features), dtype=np.float32)
+    y = np.empty(len(X), dtype=np.int64)
+    groups = np.repeat(np.arange(num_clients, dtype=np.int64), sizes)
+    for first, last in _client_blocks(ends, _BLOCK_ROWS):
+        rows = slice(int(starts[first]), int(ends[last - 1]))
+        block = X[rows]
+        rng.standard_normal(out=block, dtype=np.float32)
+        block *= scale
+        for k in range(first, last):  # per client: a broadcast add, one (n_k, f) @ (f, C)
+            x = X[starts[k] : ends[k]]
+            x += v[k]
+            y[starts[k] : ends[k]] = np.argmax(x @ W[k] + b[k], axis=1)
+    return RawData(X=X, y=y, groups=groups, num_classes=num_classes, owned=True)
+
+
+def _client_blocks(ends: np.ndarray, rows: int) -> list[tuple[int, int]]:
+    """Consecutive client ranges ``[first, last)`` of about ``rows`` rows each (at least one
+    client per range)."""
+    blocks, first = [], 0
+    while first < len(ends):
+        done = int(ends[first - 1]) if first else 0
+        last = max(int(np.searchsorted(ends, done + rows, side="right")), first + 1)
+        blocks.append((first, min(last, len(ends))))
+        first = last
+    return blocks
 
 
 @DATASETS.register(
@@ -185,6 +229,7 @@ def synthetic_li2020(
         Param("beta", float, 1.0, "feature heterogeneity (variance of B_k)", low=0),
         Param("max_per_client", int, 2000, "cap on a client's samples", low=1, nullable=True),
         _TEST_FRACTION,
+        _SCALE,
     ),
     summary=(
         "Synthetic(alpha, beta): generated per client, each from its own model (alpha) and "
@@ -234,6 +279,7 @@ def _features(X: np.ndarray, source: str) -> np.ndarray:
         Param("x_key", str, "X", "name of the feature array"),
         Param("y_key", str, "y", "name of the label array"),
         _TEST_FRACTION,
+        _SCALE,
     ),
     summary="A local NumPy .npz file with arrays X and y",
     user_data=True,
@@ -384,6 +430,7 @@ def _parse_csv(text: io.TextIOBase, label: str, path: str) -> RawData:
         Param("path", str, doc="a CSV file with a header row; numeric feature columns"),
         Param("label", str, "label", "name of the label column"),
         _TEST_FRACTION,
+        _SCALE,
     ),
     summary="A local CSV file (header row, numeric features, one label column)",
     user_data=True,
@@ -414,6 +461,7 @@ def _load_csv(*, path: str, label: str, **_: Any) -> RawData:
         Param("label", str, "label", "label column"),
         Param("features", str, "", "feature columns joined by '+' (default: all but the label)"),
         _TEST_FRACTION,
+        _SCALE,
     ),
     summary="A Hugging Face dataset by name or saved folder (needs the 'hf' extra)",
     paper="Hugging Face datasets",
@@ -482,7 +530,8 @@ def load_dataset(
     num_clients: int = 1,
     data_files: Sequence[Mapping[str, str]] = (),
 ) -> FederatedDataset:
-    """Load, split (stratified, from the seed tree) and standardize (train statistics) a dataset.
+    """Load, split (stratified, from the seed tree) and scale (train statistics; the dataset's
+    ``scale`` parameter, standardized by default) a dataset, as float32.
 
     ``data_files`` are the run's records of the user files the dataset reads
     (``{"path", "sha256"}``): each file is read from its provided copy or its path and must
@@ -490,6 +539,7 @@ def load_dataset(
     """
     entry, params = DATASETS.resolve(spec)
     test_fraction = params.pop("test_fraction")
+    scale = params.pop("scale", "standardize")  # a plug-in dataset may not declare it
     with reading(data_files):
         raw = entry.obj(**params, num_clients=num_clients, seed=seed)
     y = raw.y.astype(np.int64, copy=False)
@@ -498,25 +548,86 @@ def load_dataset(
         raise InputError(f"dataset '{entry.name}' has a single class; need at least two")
     strata = y if raw.groups is None else raw.groups * num_classes + y
     train, test = stratified_split(strata, test_fraction, child_rng(seed, "split"))
+    del strata
     if len(test) == 0:
         raise InputError(f"dataset '{entry.name}' is too small for a test split")
-    mu = raw.X[train].mean(axis=0)
-    sd = raw.X[train].std(axis=0)
-    sd[sd == 0] = 1.0
-    # In place, the same arithmetic as ((X - mu) / sd): one float64 temporary, not two.
-    X = raw.X - mu
-    X /= sd
-    X = X.astype(np.float32)
+    shift, divisor = scaling(raw.X, train, scale)
+    X = scaled_float32(raw.X, shift, divisor, in_place=raw.owned)
+    X_train, X_test = split_rows(X, train, test)
     return FederatedDataset(
         name=entry.name,
-        X_train=np.ascontiguousarray(X[train]),
+        X_train=X_train,
         y_train=y[train],
-        X_test=np.ascontiguousarray(X[test]),
+        X_test=X_test,
         y_test=y[test],
         num_classes=num_classes,
         groups_train=None if raw.groups is None else raw.groups[train],
         sample_shape=raw.sample_shape,
     )
+
+
+def scaling(X: np.ndarray, rows: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(shift, divisor)`` float64 per feature from the training ``rows`` of ``X``: features
+    become ``(X - shift) / divisor``. Block by block (no copy of the training rows); one block
+    gives exactly numpy's ``mean``/``std`` of ``X[rows]``."""
+    features = X.shape[1]
+    if scale == "raw":
+        return np.zeros(features), np.ones(features)
+    if scale == "unit":
+        peak = max((float(np.abs(X[b]).max()) for b in _row_blocks(rows)), default=0.0)
+        return np.zeros(features), np.full(features, peak if peak > 0 else 1.0)
+    if len(rows) <= _BLOCK_ROWS:
+        sub = X[rows]
+        mean, sd = sub.mean(axis=0, dtype=np.float64), sub.std(axis=0, dtype=np.float64)
+    else:
+        total = np.zeros(features)
+        for block in _row_blocks(rows):
+            total += X[block].sum(axis=0, dtype=np.float64)
+        mean = total / len(rows)
+        squares = np.zeros(features)
+        for block in _row_blocks(rows):
+            squares += np.square(X[block] - mean).sum(axis=0)
+        sd = np.sqrt(squares / len(rows))
+    sd[sd == 0] = 1.0
+    return mean, sd
+
+
+def scaled_float32(
+    X: np.ndarray, shift: np.ndarray, divisor: np.ndarray, *, in_place: bool = False
+) -> np.ndarray:
+    """``((X - shift) / divisor)`` as float32, computed in float64 block by block (the same
+    arithmetic as on the whole array at once). ``in_place`` (``X`` float32 and the caller's
+    to overwrite): written over ``X`` itself, no second copy."""
+    if in_place and X.dtype == np.float32 and X.flags.c_contiguous and X.flags.writeable:
+        out = X
+    else:
+        out = np.empty(X.shape, dtype=np.float32)
+    for start in range(0, len(X), _BLOCK_ROWS):
+        block = slice(start, start + _BLOCK_ROWS)
+        values = X[block] - shift  # float64
+        values /= divisor
+        out[block] = values
+    return out
+
+
+def split_rows(X: np.ndarray, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(X[train], X[test])`` of a float32 array this call may overwrite, with sorted
+    ``train``: the test rows are copied out, then the training rows are moved to the front of
+    ``X`` in place and the rest of it released (one copy of the features at any time, plus
+    the test rows)."""
+    X_test = np.ascontiguousarray(X[test])
+    for start in range(0, len(train), _BLOCK_ROWS):
+        # train is sorted, so train[i] >= i: a block only reads rows no earlier block wrote.
+        rows = train[start : start + _BLOCK_ROWS]
+        X[start : start + len(rows)] = X[rows]
+    if X.base is None and X.flags.owndata:
+        X.resize((len(train), X.shape[1]), refcheck=False)  # realloc: the tail goes back
+        return X, X_test
+    return np.ascontiguousarray(X[: len(train)]), X_test
+
+
+def _row_blocks(rows: np.ndarray) -> list[np.ndarray]:
+    return [rows[start : start + _BLOCK_ROWS] for start in range(0, len(rows), _BLOCK_ROWS)]
 
 
 def describe_datasets(num_clients: int = 10) -> list[dict[str, Any]]:

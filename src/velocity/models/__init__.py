@@ -10,19 +10,29 @@ from typing import Any
 
 from velocity.errors import InputError
 from velocity.models.backend import Model
-from velocity.models.mlp import MLP, softmax_cross_entropy
+from velocity.models.mlp import INITS, MLP, softmax_cross_entropy
 from velocity.models.schedule import RoundPlan, plan_round
-from velocity.models.training import LocalConfig, LocalResult, train_clients, train_clients_naive
+from velocity.models.training import (
+    TRAIN_MEMORY_BUDGET,
+    LocalConfig,
+    LocalResult,
+    chunk_size_for,
+    train_clients,
+    train_clients_naive,
+)
 from velocity.registry import Param, Registry
 
 __all__ = [
+    "INITS",
     "MLP",
     "MODELS",
+    "TRAIN_MEMORY_BUDGET",
     "LocalConfig",
     "LocalResult",
     "Model",
     "RoundPlan",
     "build_model",
+    "chunk_size_for",
     "model_plugin_refs",
     "plan_round",
     "softmax_cross_entropy",
@@ -47,13 +57,26 @@ def _hidden_widths(value: Any) -> str:
     return "-".join(str(w) for w in widths)
 
 
+def _init_param(default: str, choices: tuple[str, ...]) -> Param:
+    # omit_default: a spec written before the option keeps its canonical form (and identity).
+    return Param(
+        "init",
+        str,
+        default,
+        "initial weights: " + ", ".join(choices) + f" (default {default}); biases start at 0",
+        choices=choices,
+        omit_default=True,
+    )
+
+
 @MODELS.register(
     "logreg",
-    summary="Multinomial logistic regression (softmax cross-entropy)",
+    params=(_init_param("zeros", ("zeros", "glorot_uniform")),),
+    summary="Multinomial logistic regression (softmax cross-entropy), from zeros by default",
     aliases=("logistic_regression",),
 )
-def _logreg(num_features: int, num_classes: int) -> MLP:
-    return MLP(num_features, num_classes, ())
+def _logreg(num_features: int, num_classes: int, *, init: str) -> MLP:
+    return MLP(num_features, num_classes, (), init_scheme=init)
 
 
 @MODELS.register(
@@ -67,11 +90,14 @@ def _logreg(num_features: int, num_classes: int) -> MLP:
             convert=_hidden_widths,
             allowed_text="positive layer widths like 64 or 128-64",
         ),
+        # Not zeros: ReLU units that start at 0 get no gradient and never leave it.
+        _init_param("he_uniform", ("he_uniform", "glorot_uniform")),
     ),
     summary="Multi-layer perceptron with ReLU hidden layers and softmax output",
 )
-def _mlp(num_features: int, num_classes: int, *, hidden: str) -> MLP:
-    return MLP(num_features, num_classes, tuple(int(w) for w in hidden.split("-")))
+def _mlp(num_features: int, num_classes: int, *, hidden: str, init: str) -> MLP:
+    widths = tuple(int(w) for w in hidden.split("-"))
+    return MLP(num_features, num_classes, widths, init_scheme=init)
 
 
 def _torch_builder(name: str, model_name: str) -> Callable[..., Model]:

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from velocity.models.schedule import RoundPlan
     from velocity.models.training import LocalConfig, LocalResult
 
-__all__ = ["MLP", "softmax_cross_entropy"]
+__all__ = ["INITS", "MLP", "softmax_cross_entropy"]
+
+INITS = ("zeros", "glorot_uniform", "he_uniform")
+"""Initialization schemes: ``zeros`` (every weight and bias 0: logistic regression's start in
+scikit-learn and the FedProx reference code), ``glorot_uniform`` (every layer U(+-sqrt(6 /
+(fan_in + fan_out)))), ``he_uniform`` (ReLU layers U(+-sqrt(6 / fan_in)), the output layer
+Glorot); biases start at 0 in every scheme."""
 
 
 def softmax_cross_entropy(
@@ -40,11 +46,15 @@ def softmax_cross_entropy(
 
 @dataclass(frozen=True)
 class MLP:
-    """Fully connected ReLU network with softmax output; ``hidden=()`` is logistic regression."""
+    """Fully connected ReLU network with softmax output; ``hidden=()`` is logistic regression.
+
+    ``init`` is one of :data:`INITS` (checked where parameters are drawn, in :meth:`init`).
+    """
 
     num_features: int
     num_classes: int
     hidden: tuple[int, ...] = ()
+    init_scheme: str = "he_uniform"
 
     @property
     def layer_sizes(self) -> list[tuple[int, int]]:
@@ -56,11 +66,17 @@ class MLP:
         return sum(i * o + o for i, o in self.layer_sizes)
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
-        """He-uniform weights for ReLU layers, Glorot-uniform for the output layer; zero biases."""
+        """Initial parameters by ``init_scheme`` (see :data:`INITS`); zero biases. ``zeros``
+        draws nothing from ``rng``."""
+        if self.init_scheme not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init_scheme!r}")
+        if self.init_scheme == "zeros":
+            return np.zeros(self.num_params, dtype=np.float32)
         parts = []
         last = len(self.layer_sizes) - 1
         for index, (fan_in, fan_out) in enumerate(self.layer_sizes):
-            scale = np.sqrt(6.0 / (fan_in + fan_out)) if index == last else np.sqrt(6.0 / fan_in)
+            glorot = self.init_scheme == "glorot_uniform" or index == last
+            scale = np.sqrt(6.0 / (fan_in + fan_out)) if glorot else np.sqrt(6.0 / fan_in)
             parts.append(rng.uniform(-scale, scale, fan_in * fan_out))
             parts.append(np.zeros(fan_out))
         return np.concatenate(parts).astype(np.float32)

@@ -18,7 +18,32 @@ from velocity.models.schedule import RoundPlan
 if TYPE_CHECKING:
     from velocity.models.mlp import MLP
 
-__all__ = ["LocalConfig", "LocalResult", "train_clients", "train_clients_naive"]
+__all__ = [
+    "TRAIN_MEMORY_BUDGET",
+    "LocalConfig",
+    "LocalResult",
+    "chunk_size_for",
+    "train_clients",
+    "train_clients_naive",
+]
+
+TRAIN_MEMORY_BUDGET = 64 << 20
+"""Bytes one chunk of clients may hold while it trains (parameters, momentum, gradients, batch
+schedule, gathered batches, activations): the chunk size follows from it."""
+
+
+def chunk_size_for(
+    *, num_params: int, width: int, units: int, max_steps: int, budget: int = TRAIN_MEMORY_BUDGET
+) -> int:
+    """Clients trained together so that a chunk stays within ``budget`` bytes (at least one).
+
+    Per client: parameters, momentum, gradient and the SGD step's temporary (4 x d float32);
+    its batch schedule and the temporaries that build it (about 4 x steps x width int64); a
+    step's gathered batch and activations with their gradients (3 x width x units float32,
+    ``units`` = input features + hidden widths + classes).
+    """
+    per_client = 16 * num_params + 32 * max_steps * width + 12 * width * units
+    return max(1, budget // max(per_client, 1))
 
 
 @dataclass(frozen=True)
@@ -72,13 +97,15 @@ def train_clients(
     y: np.ndarray,
     plan: RoundPlan,
     cfg: LocalConfig,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     initial_momentum: np.ndarray | None = None,
+    memory_budget: int = TRAIN_MEMORY_BUDGET,
 ) -> LocalResult:
     """Train every client of ``plan`` from ``global_params``; returns their final parameters.
 
     ``X``/``y`` are the (possibly poisoned) training arrays the plan's indices point into.
-    Clients are processed in chunks of ``chunk_size`` to bound memory. ``initial_momentum``
+    Clients are processed in chunks of ``chunk_size`` (by default as many as fit in
+    ``memory_budget`` bytes, :func:`chunk_size_for`) to bound memory. ``initial_momentum``
     ``(n, d)`` starts client i's SGD momentum buffer from row i instead of zero (momentum carried
     across rounds); the buffers after training come back in ``LocalResult.momentum``. Without it
     every buffer starts at zero. ``cfg.epochs`` and ``cfg.batch_size`` are the plan's business.
@@ -86,6 +113,15 @@ def train_clients(
     n = plan.num_clients
     steps = plan.steps
     order = np.argsort(-steps, kind="stable")  # most steps first: the active set is a prefix
+    if chunk_size is None:
+        units = model.num_features + sum(model.hidden) + model.num_classes
+        chunk_size = chunk_size_for(
+            num_params=model.num_params,
+            width=plan.width,
+            units=units,
+            max_steps=int(steps.max(initial=0)),
+            budget=memory_budget,
+        )
     params_out = np.empty((n, model.num_params), dtype=np.float32)
     momentum_out = None if initial_momentum is None else np.empty_like(params_out)
     loss_sum_out = np.zeros(n, dtype=np.float64)
