@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/activate
-	$(PY) -m pip install --quiet -e ".[dev,mcp]"
+	$(PY) -m pip install --quiet -e ".[dev,mcp,ray]"
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
