@@ -71,6 +71,8 @@ def main() -> None:
         "longer": _specs(args.long_rounds, clients=50, hidden=128),
     }
     with tempfile.TemporaryDirectory() as tmp:
+        # Untimed warm-up: imports, dataset cache and plotting set-up are paid before either.
+        _timed_sweep(sizes["short"][:2], Path(tmp) / "warm-up", parallel=args.workers)
         for size, specs in sizes.items():
             base = Path(tmp) / size
             local = _timed_sweep(specs, base / "local", parallel=args.workers)
