@@ -159,12 +159,12 @@ class RayExecutor(Executor):
             now = time.monotonic()
             deadlines = [j.deadline for j in self._flight.values() if j.deadline is not None]
             wake = min([end, *deadlines])
-            ready, _ = self._ray.wait(
-                list(self._flight), num_returns=1, timeout=max(wake - now, 0.0)
+            ready, _ = _signal_safe(
+                self._ray.wait, list(self._flight), num_returns=1, timeout=max(wake - now, 0.0)
             )
             if ready:  # everything else already done, without waiting
-                ready, _ = self._ray.wait(
-                    list(self._flight), num_returns=len(self._flight), timeout=0
+                ready, _ = _signal_safe(
+                    self._ray.wait, list(self._flight), num_returns=len(self._flight), timeout=0
                 )
             for ref in ready:
                 self._collect(ref)
@@ -196,7 +196,7 @@ class RayExecutor(Executor):
                     self._ray.cancel(ref, force=True)
         elif refs:  # let what runs finish (its result is not delivered: nobody waits any more)
             with contextlib.suppress(Exception):
-                self._ray.wait(refs, num_returns=len(refs))
+                _signal_safe(self._ray.wait, refs, num_returns=len(refs))
         # Shutting down ends this driver's job: Ray stops the job's workers (on a joined
         # cluster too); a local instance started here is stopped altogether.
         with contextlib.suppress(Exception):
@@ -211,7 +211,7 @@ class RayExecutor(Executor):
             shas = sorted(task.data)
             blobs = [self._blob(sha, task.data[sha]) for sha in shas]
             spec_json = json.dumps(dict(task.spec), sort_keys=True, separators=(",", ":"))
-            job.ref = self._remote.remote(spec_json, dict(task.files), shas, *blobs)
+            job.ref = _signal_safe(self._remote.remote, spec_json, dict(task.files), shas, *blobs)
             job.attempts += 1
             job.deadline = None if task.timeout is None else time.monotonic() + task.timeout
             self._flight[job.ref] = job
@@ -220,7 +220,7 @@ class RayExecutor(Executor):
         """The data file's bytes in the object store, put there once per sweep."""
         if sha256 not in self._blobs:
             with open(path, "rb") as handle:
-                self._blobs[sha256] = self._ray.put(handle.read())
+                self._blobs[sha256] = _signal_safe(self._ray.put, handle.read())
         return self._blobs[sha256]
 
     def _collect(self, ref: Any) -> None:
@@ -230,7 +230,7 @@ class RayExecutor(Executor):
         exceptions = self._ray.exceptions
         name = job.task.name
         try:
-            payload = self._ray.get(ref)
+            payload = _signal_safe(self._ray.get, ref)
         except exceptions.RayTaskError as exc:  # the task itself raised (not the run: that is
             # a recorded failure): e.g. velocity cannot be imported on that node
             cause = getattr(exc, "cause", None) or exc
@@ -266,6 +266,21 @@ class RayExecutor(Executor):
                         job.task.name, None, message, job.attempts, lost=True, losses=job.losses
                     )
                 )
+
+
+def _signal_safe(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)`` re-raising a stop signal's exception as itself.
+
+    A signal handler that raises (the CLI's Interrupted on Ctrl-C/SIGTERM) while Ray's core
+    worker is in C++ comes out as a SystemError wrapping it; unwrapped, the sweep stops the
+    same way as with the local executor."""
+    try:
+        return call(*args, **kwargs)
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def _cpu_count() -> int:
