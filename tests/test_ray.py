@@ -83,6 +83,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
             pytest.fail(f"the Ray head did not start: {log.read_text(errors='replace')[-2000:]}")
         yield f"127.0.0.1:{port}", head.pid
     finally:
+        group = _process_group_pids(head.pid)
+        workers = [pid for pid in _children_of(group) if pid not in group]  # own sessions
         with _suppress():
             os.killpg(head.pid, signal.SIGTERM)
         for _ in range(40):  # the group (raylet, GCS, workers) stops; what lingers is killed
@@ -92,6 +94,9 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
         with _suppress():
             os.killpg(head.pid, signal.SIGKILL)
         head.wait(10)
+        for pid in workers:  # Ray workers exit once their raylet is gone; do not wait for it
+            with _suppress():
+                os.kill(pid, signal.SIGKILL)
         if saved is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
@@ -165,6 +170,18 @@ def test_ray_sweep_is_identical_to_the_local_one(ray_head: tuple[str, int], tmp_
         archives.append(_run_records(target))
     assert len(archives[0]) == 18
     assert archives[0] == archives[1]
+
+
+def _children_of(parents: list[int]) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if _parent(int(entry.name)) in parents:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
 
 
 def _parent(pid: int) -> int:
@@ -287,3 +304,26 @@ def test_help_does_not_import_ray() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "--ray-address" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_run_past_its_timeout_is_stopped_and_recorded_failed(
+    ray_head: tuple[str, int], tmp_path: Path
+) -> None:
+    from velocity.sweeps import run_sweep
+    from velocity.sweeps.executors.ray import RayExecutor
+
+    address, pgid = ray_head
+    with RayExecutor(2, address=address) as executor:
+        result = run_sweep(
+            _long_specs(), tmp_path / "out", executor=executor, command=["t"], run_timeout=0.2
+        )
+    assert {o.status for o in result.results.values()} == {"failed"}
+    for name in result.results:
+        summary = json.loads((tmp_path / "out" / name / "summary.json").read_text())
+        assert summary["error"].startswith("timed out: still running after 0.2 s")
+    for _ in range(40):  # the stopped tasks' workers were killed
+        if not _run_task_pids(pgid):
+            break
+        time.sleep(0.25)
+    assert not _run_task_pids(pgid)
