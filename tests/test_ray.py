@@ -327,3 +327,18 @@ def test_a_run_past_its_timeout_is_stopped_and_recorded_failed(
             break
         time.sleep(0.25)
     assert not _run_task_pids(pgid)
+
+
+@pytest.mark.slow
+def test_the_python_api_takes_the_executor(ray_head: tuple[str, int], tmp_path: Path) -> None:
+    import velocity
+    from velocity.errors import InputError
+
+    specs = _long_specs()
+    with pytest.raises(InputError, match="--executor must be one of local, ray"):
+        velocity.sweep(specs, out=tmp_path / "bad", executor="spark", store=False)
+    assert not (tmp_path / "bad").exists()
+    result = velocity.sweep(
+        specs, out=tmp_path / "out", executor="ray", ray_address=ray_head[0], store=False
+    )
+    assert result.exit_code == 0 and len(result.results) == 2
