@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/activate
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,mcp,torch]"
+	$(PY) -m pip install --quiet -e ".[dev,mcp,torch,ray]"
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

@@ -105,17 +105,24 @@ def sweep(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     overrides: Mapping[str, Any] | None = None,
     run_timeout: float | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    run_cpus: float | None = None,
+    run_gpus: float | None = None,
 ) -> SweepResult:
     """Run every run of ``experiment`` (a TOML file or RunSpecs) in parallel into ``out``
     (default ``out/<UTC timestamp>-sweep``); ``resume=True`` finishes the sweep in ``out``.
     ``run_timeout``: seconds after which a run is stopped and recorded as failed.
+    ``executor="ray"`` runs each run as a Ray task (``run_cpus``/``run_gpus`` each) on a local
+    Ray instance, or on the cluster at ``ray_address`` (``"auto"`` or ``"host:port"``).
 
     In a script, call it under ``if __name__ == "__main__":``: worker processes start by
     importing the script, and a call at its top level is refused before anything runs.
     """
     from velocity.experiment import load_experiment
     from velocity.sweepdir import sweep_specs
-    from velocity.sweeps import default_out_dir, run_sweep
+    from velocity.sweeps import default_out_dir, run_sweep, validate_sweep_request
+    from velocity.sweeps.executors import open_executor
 
     if resume:
         if out is None:
@@ -126,9 +133,14 @@ def sweep(
     else:
         specs = [_spec_of(s) for s in experiment]
     out_dir = Path(out) if out is not None else default_out_dir()
+    validate_sweep_request(specs, out_dir, parallel, resume)
     run_store, owned = _open_store(store)
+    pool = None
     try:
-        return run_sweep(
+        pool = open_executor(
+            executor, parallel=parallel, address=ray_address, run_cpus=run_cpus, run_gpus=run_gpus
+        )
+        result = run_sweep(
             specs,
             out_dir,
             parallel=parallel,
@@ -138,10 +150,18 @@ def sweep(
             on_event=on_event,
             target_accuracy=target,
             run_timeout=run_timeout,
+            executor=pool,
         )
+    except BaseException:
+        if pool is not None:
+            pool.close(cancel=True)
+        raise
     finally:
         if owned and run_store is not None:
             run_store.close()
+    if pool is not None:
+        pool.close()
+    return result
 
 
 def leaderboard(

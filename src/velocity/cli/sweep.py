@@ -205,6 +205,21 @@ def sweep_command(
         metavar="SECONDS",
         help="Stop a run that takes longer and record it as failed (default: no limit).",
     ),
+    executor: str = typer.Option(
+        "local", "--executor", help="Where runs execute: local (worker processes) or ray."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Join this Ray cluster ('auto' or HOST:PORT); default: start a local Ray instance.",
+    ),
+    run_cpus: float | None = typer.Option(
+        None, "--run-cpus", help="CPUs each run's Ray task asks for (default 1; --executor ray)."
+    ),
+    run_gpus: float | None = typer.Option(
+        None, "--run-gpus", help="GPUs each run's Ray task asks for (default 0; --executor ray)."
+    ),
     store: Path | None = _options.STORE,
     strategies: str | None = typer.Option(
         None, "--strategies", help="Strategy specs, e.g. 'fedavg,krum:f=2' (';' also separates)."
@@ -246,6 +261,7 @@ def sweep_command(
     from velocity.store import open_store
     from velocity.sweepdir import sweep_specs
     from velocity.sweeps import default_out_dir, run_sweep, validate_sweep_request
+    from velocity.sweeps.executors import open_executor
 
     overrides = collect_overrides(
         dataset=dataset,
@@ -296,6 +312,9 @@ def sweep_command(
     check_target_accuracy(target)
     view = _ProgressView(live=err_console.is_terminal and not json_output)
     with open_store(store) as run_store, stop_cleanly():
+        pool = open_executor(
+            executor, parallel=parallel, address=ray_address, run_cpus=run_cpus, run_gpus=run_gpus
+        )
         try:
             result = run_sweep(
                 specs,
@@ -307,9 +326,16 @@ def sweep_command(
                 on_event=view,
                 target_accuracy=target,
                 run_timeout=run_timeout,
+                executor=pool,
             )
+        except BaseException:
+            if pool is not None:
+                pool.close(cancel=True)
+            raise
         finally:
             view.close()
+        if pool is not None:
+            pool.close()
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if json_output:

@@ -25,13 +25,14 @@ def init_worker() -> None:
 def execute_run(
     spec_data: Mapping[str, Any],
     files: Mapping[str, bytes] | None = None,
-    data: Mapping[str, str] | None = None,
+    data: Mapping[str, str | bytes] | None = None,
 ) -> dict[str, Any]:
     """Run one spec to the end: ``{"summary": summary.json content, "rounds": [...]}``.
 
     ``files`` are the plug-in sources the spec needs (loaded only if their sha256 is the one
     the spec records); ``data`` maps the sha256 of each data file the spec reads to the sweep
-    folder's copy, the only place it is read from (checked against that sha256). A run that
+    folder's copy (a path, or its bytes when shipped to another machine), the only place it is
+    read from (checked against that sha256). A run that
     cannot start on its data, or fails, is a recorded ``failed`` result.
     """
     from pathlib import Path
@@ -44,7 +45,7 @@ def execute_run(
     provide_sources(files or {}, origin="task")
     with isolated():  # the task's data copies, and nothing else, are what the run may read
         for sha256, copy in (data or {}).items():
-            provide(sha256, Path(copy))
+            provide(sha256, copy if isinstance(copy, bytes) else Path(copy))
         with recorded_specs():
             spec = RunSpec.model_validate(dict(spec_data))
         started_at, t_start = utc_now(), time.perf_counter()
