@@ -62,6 +62,18 @@ def test_synthetic_follows_li2020_definition() -> None:
     assert spread(skewed) > spread(iid_like)
 
 
+@pytest.mark.parametrize("beta", [0.5, 3.0])
+def test_synthetic_beta_is_the_feature_shifts_standard_deviation(beta: float) -> None:
+    # x ~ N(v_k, diag(j^-1.2)), v_k ~ N(B_k, 1) per feature, B_k ~ N(0, beta^2): a client's mean
+    # over its samples and 60 features is B_k plus noise of variance about 1/60 + 1/(60 n_k).
+    raw = synthetic_li2020(0.0, beta, 1500, child_rng(3, "t"), max_per_client=60)
+    assert raw.groups is not None
+    counts = np.bincount(raw.groups)
+    means = np.bincount(raw.groups, weights=raw.X.mean(axis=1)) / counts
+    expected = np.sqrt(beta**2 + 1 / 60 + np.mean(1 / (60 * counts)))
+    assert abs(means.std() / expected - 1) < 0.06  # sqrt(beta) instead would be far off
+
+
 def test_npz_and_csv_user_data(tmp_path) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 4))

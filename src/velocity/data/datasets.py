@@ -174,8 +174,9 @@ def synthetic_li2020(
 ) -> RawData:
     """Synthetic(alpha, beta) of Li et al., "Federated Optimization in Heterogeneous Networks".
 
-    Client k: u_k ~ N(0, alpha), B_k ~ N(0, beta); W_k, b_k ~ N(u_k, 1) (model shift);
-    v_k ~ N(B_k, 1) per feature (feature shift); x ~ N(v_k, diag(j^-1.2));
+    Client k: u_k ~ N(0, alpha^2), B_k ~ N(0, beta^2) (alpha and beta are standard deviations,
+    as in the paper's code, ``np.random.normal(0, alpha, ...)``); W_k, b_k ~ N(u_k, 1) (model
+    shift); v_k ~ N(B_k, 1) per feature (feature shift); x ~ N(v_k, diag(j^-1.2));
     y = argmax(W_k x + b_k); client sizes lognormal(4, 2) + 50 (power law), as in the paper's code.
 
     Drawn for all clients at once (features in float32, written straight into the result in
@@ -186,8 +187,8 @@ def synthetic_li2020(
     if max_per_client is not None:
         sizes = np.minimum(sizes, max_per_client)
     scale = (np.arange(1, num_features + 1, dtype=np.float64) ** -0.6).astype(np.float32)
-    u = rng.normal(0.0, np.sqrt(alpha), num_clients)
-    b_shift = rng.normal(0.0, np.sqrt(beta), num_clients)
+    u = rng.normal(0.0, alpha, num_clients)
+    b_shift = rng.normal(0.0, beta, num_clients)
     W = (rng.standard_normal((num_clients, num_features, num_classes)) + u[:, None, None]).astype(
         np.float32
     )
