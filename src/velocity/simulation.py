@@ -30,8 +30,7 @@ from velocity.federation import (
 )
 from velocity.federation import sample_available as _sample_available
 from velocity.federation import sample_clients as _sample_clients
-from velocity.models import LocalConfig, Model, build_model, plan_round
-from velocity.models.schedule import RoundPlan
+from velocity.models import LocalConfig, Model, RoundPlan, build_model, plan_round
 from velocity.privacy import central_epsilons, local_epsilons, privacy_stage_of
 from velocity.records import final_metrics, rounds_columns, summarize_run, utc_now
 from velocity.seeds import child_rng
@@ -323,6 +322,19 @@ def run_simulation(
     )
 
 
+def _plan_for(setup: RunSetup, ids: np.ndarray, cfg: LocalConfig, round_index: int) -> RoundPlan:
+    """The full local work of clients ``ids`` in ``round_index`` (their shuffles from the seed
+    tree), before stragglers cut it."""
+    return plan_round(
+        [setup.clients[k] for k in ids],
+        ids,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        seed=setup.spec.seed,
+        round_index=round_index,
+    )
+
+
 def _round_loop(
     setup: RunSetup, rounds: list[dict[str, Any]], on_round: RoundCallback | None
 ) -> tuple[np.ndarray, str]:
@@ -368,14 +380,7 @@ def _round_loop(
         attack_record: dict[str, Any] = {}
         trained = ids
         if len(ids):
-            plan = plan_round(
-                [setup.clients[k] for k in ids],
-                ids,
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                seed=spec.seed,
-                round_index=r,
-            )
+            plan = _plan_for(setup, ids, cfg, r)
             if system is not None and clock is not None:
                 plan, keep, system_record = _system_round(spec, system, clock, plan, r)
                 record.update(system_record)
@@ -593,14 +598,7 @@ def _async_loop(
             ids = np.sort(rng.choice(pool, min(free, len(pool)), replace=False)).astype(np.int64)
         if not len(ids):
             return
-        plan = plan_round(
-            [setup.clients[k] for k in ids],
-            ids,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            seed=spec.seed,
-            round_index=version + 1,
-        )
+        plan = _plan_for(setup, ids, cfg, version + 1)
         straggling = system.stragglers(d, ids, exact=False)
         plan = plan.with_steps(system.straggler_steps(d, ids, plan.full_steps, straggling))
         counts = ~system.dropped(d, ids)
