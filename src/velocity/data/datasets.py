@@ -175,7 +175,7 @@ def synthetic_li2020(
     """Synthetic(alpha, beta) of Li et al., "Federated Optimization in Heterogeneous Networks".
 
     Client k: u_k ~ N(0, alpha^2), B_k ~ N(0, beta^2) (alpha and beta are standard deviations,
-    as in the paper's code, ``np.random.normal(0, alpha, ...)``); W_k, b_k ~ N(u_k, 1) (model
+    as in the paper's code, whose draws are normal(0, alpha)); W_k, b_k ~ N(u_k, 1) (model
     shift); v_k ~ N(B_k, 1) per feature (feature shift); x ~ N(v_k, diag(j^-1.2));
     y = argmax(W_k x + b_k); client sizes lognormal(4, 2) + 50 (power law), as in the paper's code.
 
